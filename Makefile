@@ -1,0 +1,26 @@
+# The two commands a fresh machine needs (see README):
+#   make demo   installs, then fine-tunes a generated tiny model locally end to end
+#   make test   installs, then runs the whole test suite (what .ci/run calls)
+PYTHON ?= python3
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
+
+.PHONY: install demo test lint bench
+
+install:
+	# The CPU build of torch first: a later range that it satisfies installs nothing more.
+	$(PYTHON) -m pip install -q torch==2.13.0
+	$(PYTHON) -m pip install -q -e ".[all]"
+
+demo: install
+	bash examples/demo.sh
+
+test: install
+	$(PYTHON) -m pytest -q
+
+lint:
+	$(PYTHON) -m ruff check sdk training_image infra tests bench examples
+
+bench:
+	for f in bench/*.py; do $(PYTHON) $$f || exit 1; done
