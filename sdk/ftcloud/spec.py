@@ -29,6 +29,7 @@ SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 OPTIMIZERS = ("auto", "adamw_torch", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 QUANT_TYPES = ("nf4", "fp4")
+QUANTIZATION = ("auto", "none", "4bit", "8bit")
 TRISTATE = ("auto", "true", "false")
 
 #: Learning rates when ``learning_rate`` is not given. Full fine-tuning follows the seed
@@ -95,6 +96,12 @@ class TrainingSpec:
     target_modules: str = _f(
         "all-linear", "Modules that get adapters: 'all-linear' or a comma-separated list of names."
     )
+    quantization: str = _f(
+        "auto",
+        "Load the frozen base quantized with bitsandbytes. auto: 4bit for qlora, none otherwise; "
+        "4bit with dora gives QDoRA.",
+        QUANTIZATION,
+    )
     bnb_4bit_quant_type: str = _f("nf4", "4-bit quantization data type (QLoRA).", QUANT_TYPES)
     bnb_4bit_use_double_quant: bool = _f(True, "Quantize the quantization constants too (QLoRA).")
     compute_dtype: str = _f(
@@ -141,6 +148,12 @@ class TrainingSpec:
     @property
     def resolved_learning_rate(self) -> float:
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATE[self.technique]
+
+    @property
+    def resolved_quantization(self) -> str:
+        if self.quantization != "auto":
+            return self.quantization
+        return "4bit" if self.technique == "qlora" else "none"
 
     @property
     def resolved_optimizer(self) -> str:
@@ -235,6 +248,20 @@ class TrainingSpec:
             raise SpecError(
                 "set 'num_train_epochs' > 0 or 'max_steps' > 0: nothing would be trained.",
                 "num_train_epochs",
+                source,
+            )
+        if self.technique == "qlora" and self.quantization not in ("auto", "4bit"):
+            raise SpecError(
+                f"'quantization' must be 4bit (or auto) for qlora; got {self.quantization!r}. "
+                "Use technique 'lora' for an unquantized base.",
+                "quantization",
+                source,
+            )
+        if self.technique == "full" and self.resolved_quantization != "none":
+            raise SpecError(
+                "'quantization' cannot be used with technique 'full': quantized weights cannot be "
+                "trained directly. Use qlora, or dora with quantization=4bit.",
+                "quantization",
                 source,
             )
         if self.technique == "full" and self.merge_adapter:
