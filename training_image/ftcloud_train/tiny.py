@@ -115,6 +115,9 @@ def build_model(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        # A wider init than the 0.02 default: with frozen norms and lm_head (adapters), logits
+        # must be able to grow large enough for a LoRA to fit the data.
+        initializer_range=0.2,
     )
     if arch == "llama":
         config = LlamaConfig(**common)
@@ -148,7 +151,7 @@ def make_rows(n: int, fmt: str = "chat", seed: int = 0, filler: tuple[int, int] 
     rows = []
     for _ in range(n):
         thing, colour = rng.choice(items)
-        extra = " ".join(_FILLER[: rng.randint(0, len(_FILLER))] for _ in range(rng.randint(*filler)))
+        extra = " ".join(" ".join(_FILLER[: rng.randint(1, len(_FILLER))]) for _ in range(rng.randint(*filler)))
         question = f"What colour is {thing}? {extra}".strip()
         answer = f"The colour of {thing} is {colour}."
         if fmt == "chat":

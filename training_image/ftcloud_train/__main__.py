@@ -1,0 +1,5 @@
+import sys
+
+from ftcloud_train.entrypoint import main
+
+sys.exit(main())
