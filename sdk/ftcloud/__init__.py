@@ -1,10 +1,75 @@
 """ftcloud: fine-tune LLMs with LoRA, QLoRA, DoRA or full fine-tuning, locally or on SageMaker.
 
-Import-light: heavy packages (boto3, torch, transformers) load only inside the calls that need them.
+The public API (see ``docs/cli.md``)::
+
+    import ftcloud
+
+    job = ftcloud.launch(config="job.yaml", lora_r=8)     # or technique=..., model=..., data=...
+    print(job.wait().status)
+    for event in job.logs():
+        print(event.message)
+    ftcloud.status(job.name); ftcloud.jobs(); ftcloud.stop(job.name)
+
+Import-light: heavy packages (boto3, torch, transformers) load only inside the calls that
+need them, and the SDK modules themselves load on first attribute access.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ftcloud.spec import SpecError, TrainingSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["SpecError", "TrainingSpec", "__version__"]
+# name -> module that defines it; loaded on first access (PEP 562).
+_LAZY = {
+    "launch": "ftcloud.sdk",
+    "status": "ftcloud.sdk",
+    "jobs": "ftcloud.sdk",
+    "logs": "ftcloud.sdk",
+    "stop": "ftcloud.sdk",
+    "get_job": "ftcloud.sdk",
+    "load_job": "ftcloud.sdk",
+    "spec_from": "ftcloud.sdk",
+    "Client": "ftcloud.sdk",
+    "Job": "ftcloud.sdk",
+    "JobSpec": "ftcloud.job",
+    "DataSpec": "ftcloud.job",
+    "ComputeSpec": "ftcloud.job",
+    "NetworkSpec": "ftcloud.job",
+    "PlatformSpec": "ftcloud.job",
+    "JobStatus": "ftcloud.backends.base",
+    "LogEvent": "ftcloud.backends.base",
+    "LogCursor": "ftcloud.backends.base",
+    "LaunchResult": "ftcloud.backends.base",
+    "Platform": "ftcloud.platform",
+    "FtcloudError": "ftcloud.errors",
+    "UsageError": "ftcloud.errors",
+    "AwsError": "ftcloud.errors",
+    "JobNotFoundError": "ftcloud.errors",
+    "PlatformError": "ftcloud.errors",
+}
+
+__all__ = ["SpecError", "TrainingSpec", "__version__", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ftcloud.backends.base import JobStatus, LaunchResult, LogCursor, LogEvent  # noqa: F401
+    from ftcloud.errors import AwsError, FtcloudError, JobNotFoundError, PlatformError, UsageError  # noqa: F401
+    from ftcloud.job import ComputeSpec, DataSpec, JobSpec, NetworkSpec, PlatformSpec  # noqa: F401
+    from ftcloud.platform import Platform  # noqa: F401
+    from ftcloud.sdk import Client, Job, get_job, jobs, launch, load_job, logs, spec_from, status, stop  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ftcloud' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

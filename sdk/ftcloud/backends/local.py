@@ -1,0 +1,334 @@
+"""The local backend: runs the training entrypoint as a local process, no Docker, no AWS.
+
+Each job gets a directory in the local job store (``$FTCLOUD_HOME/jobs/<name>``)::
+
+    job.json          the job spec as launched (written once)
+    state.json        status, history, pids, exit code (written by the runner)
+    ml/               the SageMaker-style tree the entrypoint reads (FTCLOUD_ML_ROOT)
+    logs/algo-1.log   output lines as JSON: {"t": epoch ms, "m": text}
+    stop_requested    present once ``ftcloud stop`` ran
+
+A small detached runner (:mod:`ftcloud.backends.local_runner`) owns the training process, so
+``jobs``, ``status``, ``logs`` and ``stop`` work from any later invocation. ``stop`` sends
+SIGTERM, which the entrypoint answers by writing a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ftcloud.backends.base import Backend, JobStatus, LaunchResult, LogCursor, LogEvent, StatusTransition
+from ftcloud.config import ftcloud_home
+from ftcloud.contract import ContainerPaths, parse_metric_line
+from ftcloud.errors import FtcloudError, JobNotFoundError, UsageError
+from ftcloud.job import new_job_name
+from ftcloud.spec import SpecError
+
+HOST = "algo-1"
+
+
+def jobs_root() -> Path:
+    return ftcloud_home() / "jobs"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+class LocalBackend(Backend):
+    name = "local"
+    poll_seconds = 1.0
+
+    def __init__(self, root: Path | None = None, python: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.root = Path(root) if root else jobs_root()
+        self.python = python or sys.executable
+
+    def describe_target(self) -> str:
+        return f"job store {self.root}"
+
+    def job_dir(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise JobNotFoundError(f"'{name}' is not a job name.")
+        return self.root / name
+
+    # ------------------------------------------------------------------ launch
+    def launch(self, spec: Any, *, dry_run: bool = False) -> LaunchResult:
+        name = spec.name or new_job_name(spec.training.technique)
+        notes: list[str] = []
+        if spec.compute.instance_count != 1:
+            raise SpecError(
+                "the local backend runs one host; 'compute.instance_count' > 1 needs the sagemaker backend.",
+                "compute.instance_count",
+                "job spec",
+            )
+        if spec.networking.network_isolation:
+            notes.append("networking.network_isolation applies to SageMaker only; the local run has your network.")
+        channels = {"train": spec.data.train, "validation": spec.data.validation, "model": spec.data.model}
+        if not spec.data.train:
+            raise SpecError("no training data: set data.train in the job file or pass --data PATH.", "data.train", "job spec")
+        for channel, value in channels.items():
+            if value and value.startswith("s3://"):
+                raise SpecError(
+                    f"data.{channel} is an S3 URI ({value}); the local backend reads local files. "
+                    "Download it first, or use the sagemaker backend.",
+                    f"data.{channel}",
+                    "job spec",
+                )
+            if value and not Path(value).expanduser().exists():
+                raise SpecError(f"data.{channel}: no such file or directory: {value}", f"data.{channel}", "job spec")
+        hyperparameters = spec.training.to_hyperparameters()
+        model = spec.training.model
+        if spec.data.model:
+            hyperparameters["model"] = ""  # the entrypoint reads the 'model' channel
+        elif model and Path(model).expanduser().exists():
+            hyperparameters["model"] = str(Path(model).expanduser().resolve())
+        elif not model:
+            raise SpecError(
+                "no base model: set training.model (a Hugging Face id or a local path) or data.model.",
+                "training.model",
+                "job spec",
+            )
+        job_dir = self.job_dir(name)
+        result = LaunchResult(name=name, backend=self.name, dry_run=dry_run, location=str(job_dir), notes=notes)
+        if dry_run:
+            result.request = {
+                "hyperparameters": hyperparameters,
+                "channels": {k: str(Path(v).expanduser().resolve()) for k, v in channels.items() if v},
+                "job_dir": str(job_dir),
+            }
+            return result
+        try:
+            job_dir.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise UsageError(
+                f"A local job named '{name}' already exists ({job_dir}).",
+                hint="Choose another --name, or leave the name empty to generate one.",
+            ) from None
+        try:
+            self._prepare(job_dir, spec, name, channels, hyperparameters)
+            self._spawn(job_dir)
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)  # leave nothing half-made behind
+            raise
+        return result
+
+    def _prepare(self, job_dir: Path, spec: Any, name: str, channels: dict, hyperparameters: dict) -> None:
+        paths = ContainerPaths(job_dir / "ml")
+        paths.config_dir.mkdir(parents=True)
+        paths.ensure()
+        (job_dir / "logs").mkdir()
+        input_config = {}
+        for channel, value in channels.items():
+            if not value:
+                continue
+            _link_tree(Path(value).expanduser().resolve(), paths.channel(channel))
+            input_config[channel] = {
+                "ContentType": "application/jsonlines" if channel != "model" else "application/octet-stream",
+                "TrainingInputMode": "File",
+                "S3DistributionType": "FullyReplicated",
+                "RecordWrapperType": "None",
+            }
+        write_json_atomic(paths.hyperparameters, hyperparameters)
+        write_json_atomic(paths.resource_config, {"current_host": HOST, "hosts": [HOST]})
+        write_json_atomic(paths.input_data_config, input_config)
+        now = time.time()
+        write_json_atomic(
+            job_dir / "job.json",
+            {"name": name, "backend": self.name, "created": now, "spec": spec.to_dict(), "python": self.python},
+        )
+        write_json_atomic(
+            job_dir / "state.json",
+            {
+                "status": "InProgress",
+                "secondary_status": "Starting",
+                "history": [{"status": "Starting", "start": now, "message": "Preparing the local job directory"}],
+            },
+        )
+
+    def _spawn(self, job_dir: Path) -> None:
+        runner_log = open(job_dir / "logs" / "runner.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen(
+                [self.python, "-m", "ftcloud.backends.local_runner", str(job_dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=runner_log,
+                stderr=subprocess.STDOUT,
+                cwd=str(job_dir),
+                start_new_session=True,  # Ctrl-C in the launching terminal must not kill the job
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            runner_log.close()
+        (job_dir / "runner.pid").write_text(str(proc.pid))
+
+    # ------------------------------------------------------------------ status
+    def status(self, name: str) -> JobStatus:
+        job_dir = self.job_dir(name)
+        job = read_json(job_dir / "job.json")
+        if not job:
+            raise JobNotFoundError(
+                f"No local job named '{name}' in {self.root}.",
+                hint="List them with 'ftcloud jobs --backend local'.",
+            )
+        state = read_json(job_dir / "state.json")
+        spec = job.get("spec", {})
+        status = JobStatus(
+            name=name,
+            backend=self.name,
+            status=state.get("status", "InProgress"),
+            secondary_status=state.get("secondary_status", ""),
+            failure_reason=state.get("failure_reason"),
+            created=job.get("created"),
+            started=state.get("started"),
+            ended=state.get("ended"),
+            history=[StatusTransition(**h) for h in state.get("history", [])],
+            technique=spec.get("training", {}).get("technique"),
+            model=spec.get("training", {}).get("model") or spec.get("data", {}).get("model"),
+            artifacts=str(job_dir / "ml" / "model"),
+            checkpoints=str(job_dir / "ml" / "checkpoints"),
+            instance_type="local",
+            instance_count=1,
+            location=str(job_dir),
+        )
+        if status.started:
+            status.training_seconds = int((status.ended or time.time()) - status.started)
+        if not status.terminal and not self._runner_alive(job_dir):
+            # Re-read: the runner may have finished between the two reads.
+            state = read_json(job_dir / "state.json")
+            if state.get("status") in ("Completed", "Failed", "Stopped"):
+                return self.status(name)
+            status.status = "Failed"
+            status.secondary_status = "Failed"
+            status.failure_reason = (
+                "The local runner process is gone without recording an exit (machine restart or kill -9?). "
+                f"See {job_dir / 'logs' / 'runner.log'}."
+            )
+        status.metrics = self._latest_metrics(job_dir)
+        return status
+
+    def _runner_alive(self, job_dir: Path) -> bool:
+        try:
+            pid = int((job_dir / "runner.pid").read_text())
+        except (OSError, ValueError):
+            # Written right after spawn; a job younger than a few seconds may not have it yet.
+            return time.time() - (job_dir / "state.json").stat().st_mtime < 10
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        if _is_zombie(pid):  # exited, not yet reaped by the process that launched it
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.exists():  # guard against pid reuse (Linux)
+            try:
+                return str(job_dir).encode() in cmdline.read_bytes()
+            except OSError:
+                return False
+        return True
+
+    def _latest_metrics(self, job_dir: Path) -> dict[str, float]:
+        latest: dict[str, float] = {}
+        for event in self._read_events(job_dir, LogCursor()):
+            parsed = parse_metric_line(event.message)
+            if parsed:
+                latest.update(parsed)
+        return latest
+
+    def list_jobs(self, limit: int = 20) -> list[JobStatus]:
+        if not self.root.is_dir():
+            return []
+        names = [p.name for p in self.root.iterdir() if (p / "job.json").is_file()]
+        created = {n: read_json(self.root / n / "job.json").get("created") or 0 for n in names}
+        out = []
+        for name in sorted(names, key=lambda n: created[n], reverse=True)[:limit]:
+            try:
+                out.append(self.status(name))
+            except FtcloudError:
+                continue
+        return out
+
+    # ------------------------------------------------------------------ logs
+    def read_logs(self, name: str, cursor: LogCursor) -> list[LogEvent]:
+        job_dir = self.job_dir(name)
+        if not (job_dir / "job.json").is_file():
+            raise JobNotFoundError(f"No local job named '{name}' in {self.root}.")
+        return self._read_events(job_dir, cursor)
+
+    def _read_events(self, job_dir: Path, cursor: LogCursor) -> list[LogEvent]:
+        path = job_dir / "logs" / f"{HOST}.log"
+        offset = int(cursor.tokens.get(HOST, 0))
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []  # only a partial line so far
+        events = []
+        for raw in data[: end + 1].splitlines():
+            try:
+                item = json.loads(raw)
+                events.append(LogEvent(timestamp=int(item["t"]), host=HOST, message=str(item["m"])))
+            except (ValueError, KeyError, TypeError):
+                events.append(LogEvent(timestamp=0, host=HOST, message=raw.decode(errors="replace")))
+        cursor.tokens[HOST] = offset + end + 1
+        return events
+
+    # ------------------------------------------------------------------ stop
+    def stop(self, name: str) -> JobStatus:
+        status = self.status(name)
+        if status.terminal:
+            return status
+        job_dir = self.job_dir(name)
+        (job_dir / "stop_requested").write_text(str(time.time()))
+        try:
+            pid = int((job_dir / "runner.pid").read_text())
+            os.kill(pid, signal.SIGTERM)  # the runner forwards it to the training process
+        except (OSError, ValueError):
+            pass
+        status.status = "Stopping"
+        status.secondary_status = "Stopping"
+        return status
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _link_tree(src: Path, dest: Path) -> None:
+    """Put ``src`` (a file or a directory's files) into channel ``dest``: hard links, else copies."""
+    dest.mkdir(parents=True, exist_ok=True)
+    files = [(src, dest / src.name)] if src.is_file() else [
+        (p, dest / p.relative_to(src)) for p in sorted(src.rglob("*")) if p.is_file()
+    ]
+    for source, target in files:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
