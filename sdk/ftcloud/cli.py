@@ -156,13 +156,13 @@ def launch(config, set_values, wait, dry_run, **flags) -> None:
             f"\nDetached; the job keeps running. Follow: ftcloud logs {job.name} --follow   Stop: ftcloud stop {job.name}",
             err=True,
         )
-        sys.exit(130)
+        raise click.exceptions.Exit(130)
     if _as_json():
         _emit_json({"launch": result.to_dict(), "status": final.to_dict()})
     else:
         cli_output.final(final)
     if final.status == "Failed":
-        sys.exit(1)
+        raise click.exceptions.Exit(1)
 
 
 # ---------------------------------------------------------------------- jobs / status / logs / stop

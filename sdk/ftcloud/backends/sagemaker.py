@@ -373,9 +373,13 @@ class SageMakerBackend(Backend):
         from ftcloud.adaptors import botocore_exceptions
 
         s3 = self.aws.client("s3")
+        done: set[str] = set()
         for plan in plans:
             for local, key in plan.files:
                 uri = f"s3://{plan.bucket}/{key}"
+                if uri in done:  # the same file feeds two channels
+                    continue
+                done.add(uri)
                 try:
                     s3.head_object(Bucket=plan.bucket, Key=key)
                     result.reused.append(uri)
@@ -525,7 +529,7 @@ def host_of_stream(job: str, stream: str) -> str:
     """``job/algo-2-1700000000`` -> ``algo-2``."""
     rest = stream[len(job) + 1 :] if stream.startswith(job + "/") else stream
     head, _, tail = rest.rpartition("-")
-    return head if head and tail.isdigit() else rest
+    return head if head and tail.isdigit() and len(tail) >= 9 else rest  # strip the epoch suffix
 
 
 def _ts(value: Any) -> float | None:
@@ -539,5 +543,6 @@ def _ts(value: Any) -> float | None:
 def _is_not_found(exc: Any) -> bool:
     err = exc.response.get("Error", {})
     return err.get("Code") in ("ResourceNotFound", "ResourceNotFoundException") or (
-        err.get("Code") == "ValidationException" and "not found" in err.get("Message", "").lower()
+        err.get("Code") == "ValidationException"
+        and any(text in err.get("Message", "").lower() for text in ("not found", "could not find"))
     )
