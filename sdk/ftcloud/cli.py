@@ -156,7 +156,7 @@ def launch(config, set_values, wait, dry_run, **flags) -> None:
             f"\nDetached; the job keeps running. Follow: ftcloud logs {job.name} --follow   Stop: ftcloud stop {job.name}",
             err=True,
         )
-        raise click.exceptions.Exit(130)
+        raise click.exceptions.Exit(130) from None
     if _as_json():
         _emit_json({"launch": result.to_dict(), "status": final.to_dict()})
     else:
@@ -277,18 +277,18 @@ def platform(ctx: click.Context, cached: bool) -> None:
 
 
 @platform.command("use")
-@click.argument("stack")
+@click.argument("target", metavar="STACK")
 @common_options
-def platform_use(stack: str) -> None:
+def platform_use(target: str) -> None:
     """Send later jobs to STACK's SageMaker platform ('local' switches back). Saved in the user config."""
     client = _client()
-    found = client.use_platform(stack)
+    found = client.use_platform(target)
     from ftcloud.config import config_path
 
     if found is None:
         message = f"Default backend: local (saved in {config_path()})."
     else:
-        message = (f"Default backend: sagemaker, platform stack {stack}"
+        message = (f"Default backend: sagemaker, platform stack {target}"
                    f"{' in ' + found.region if found.region else ''} (saved in {config_path()}).")
     if _as_json():
         _emit_json({"backend": client.config.backend, "stack": client.config.stack, "config": str(config_path())})

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import boto3
 import pytest
 from botocore.stub import Stubber
-
 from ftcloud import platform_outputs as po
 from ftcloud.aws import AwsContext
 from ftcloud.backends.base import LogCursor
@@ -323,7 +322,7 @@ def describe_response(name: str, status: str, secondary: str) -> dict:
         "ModelArtifacts": {"S3ModelArtifacts": ""},
         "ResourceConfig": {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 100},
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-        "CreationTime": datetime(2025, 1, 1, tzinfo=timezone.utc),
+        "CreationTime": datetime(2025, 1, 1, tzinfo=UTC),
         "EnableManagedSpotTraining": True,
     }
 

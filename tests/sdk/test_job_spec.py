@@ -1,0 +1,109 @@
+"""One job spec, three ways in: YAML, flags and Python keyword arguments produce the same thing."""
+
+from __future__ import annotations
+
+import pytest
+from ftcloud.job import FLAT_KEYS, JobSpec, build_job_spec, parse_duration
+from ftcloud.sdk import Client
+from ftcloud.spec import SpecError, TrainingSpec
+
+YAML = """\
+name: eq-1
+backend: sagemaker
+training:
+  technique: qlora
+  model: m/x
+  lora_r: 8
+  learning_rate: 1e-4
+  target_modules: [q_proj, v_proj]
+data:
+  train: t.jsonl
+compute:
+  instance_type: ml.g5.xlarge
+  spot: false
+  max_runtime: 2h
+networking:
+  subnets: [s1]
+  security_group_ids: [g1]
+tags:
+  team: nlp
+"""
+
+
+def test_yaml_flags_and_kwargs_agree(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text(YAML)
+    from_yaml = build_job_spec(config=path)
+    # Python keyword arguments: native values.
+    from_kwargs = Client(user_config=_blank()).build_spec(
+        name="eq-1", backend="sagemaker", technique="qlora", model="m/x", lora_r=8, learning_rate=1e-4,
+        target_modules=["q_proj", "v_proj"], data="t.jsonl", instance_type="ml.g5.xlarge", spot=False,
+        max_runtime=7200, subnets=["s1"], security_group_ids=["g1"], tags={"team": "nlp"},
+    )
+    # CLI flags and --set: strings.
+    from_flags = build_job_spec(
+        overrides={"name": "eq-1", "backend": "sagemaker", "technique": "qlora", "model": "m/x",
+                   "data": "t.jsonl", "instance_type": "ml.g5.xlarge", "spot": False, "max_runtime": "2h",
+                   "subnets": ["s1"], "security_group_ids": ["g1"], "tags": ["team=nlp"]},
+        set_values=["lora_r=8", "learning_rate=0.0001", "target_modules=q_proj,v_proj"],
+    )
+    assert from_yaml.to_dict() == from_kwargs.to_dict() == from_flags.to_dict()
+    assert from_yaml.training.to_hyperparameters()["target_modules"] == "q_proj,v_proj"
+
+
+def _blank():
+    from ftcloud.config import UserConfig
+
+    return UserConfig()
+
+
+def test_flags_override_the_file(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text(YAML)
+    spec = build_job_spec(config=path, overrides={"lora_r": 4, "spot": True}, set_values=["compute.instance_count=2"])
+    assert spec.training.lora_r == 4 and spec.compute.spot is True and spec.compute.instance_count == 2
+    assert spec.training.technique == "qlora"  # untouched keys keep the file's values
+
+
+def test_cross_field_rules_run_after_all_sources(tmp_path):
+    # The file alone would train nothing (0 epochs); the flag fixes it. No error in between.
+    path = tmp_path / "job.yaml"
+    path.write_text("training:\n  num_train_epochs: 0\n")
+    spec = build_job_spec(config=path, set_values=["max_steps=10"])
+    assert spec.training.max_steps == 10
+    with pytest.raises(SpecError, match="nothing would be trained"):
+        build_job_spec(config=path)
+
+
+def test_training_is_the_one_training_schema():
+    # Every TrainingSpec field is settable by its own name, and no job-level key shadows one.
+    for name in TrainingSpec.field_names():
+        assert FLAT_KEYS[name] == ("training", name)
+    described = {row["path"] for row in JobSpec.describe()}
+    assert {f"training.{n}" for n in TrainingSpec.field_names()} <= described
+
+
+def test_spec_json_round_trip():
+    spec = build_job_spec(overrides={"technique": "dora", "model": "m", "data": "d.jsonl", "lora_r": 4})
+    again = JobSpec.from_dict(spec.to_dict()).validate()
+    assert again.to_dict() == spec.to_dict()
+
+
+@pytest.mark.parametrize("raw,seconds", [(3600, 3600), ("90m", 5400), ("24h", 86400), ("2d", 172800), ("45", 45)])
+def test_durations(raw, seconds):
+    assert parse_duration(raw) == seconds
+
+
+def test_defaults_spot_and_max_wait():
+    spec = build_job_spec(overrides={"max_runtime": "3h"})
+    assert spec.compute.spot is True
+    assert spec.compute.resolved_max_wait == 6 * 3600
+
+
+def test_vpc_needs_both_lists():
+    from ftcloud.backends.sagemaker import check_spec
+
+    spec = build_job_spec(overrides={"model": "m", "data": "d", "subnets": ["s1"]})
+    with pytest.raises(SpecError) as info:
+        check_spec(spec)
+    assert info.value.field == "networking.security_group_ids"
