@@ -19,12 +19,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ftcloud.spec import SpecError, TrainingSpec
-
 __version__ = "0.1.0"
 
 # name -> module that defines it; loaded on first access (PEP 562).
 _LAZY = {
+    "TrainingSpec": "ftcloud.spec",
+    "SpecError": "ftcloud.spec",
     "launch": "ftcloud.sdk",
     "status": "ftcloud.sdk",
     "jobs": "ftcloud.sdk",
@@ -52,7 +52,7 @@ _LAZY = {
     "PlatformError": "ftcloud.errors",
 }
 
-__all__ = ["SpecError", "TrainingSpec", "__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
     from ftcloud.backends.base import JobStatus, LaunchResult, LogCursor, LogEvent  # noqa: F401
@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ftcloud.job import ComputeSpec, DataSpec, JobSpec, NetworkSpec, PlatformSpec  # noqa: F401
     from ftcloud.platform import Platform  # noqa: F401
     from ftcloud.sdk import Client, Job, get_job, jobs, launch, load_job, logs, spec_from, status, stop  # noqa: F401
+    from ftcloud.spec import SpecError, TrainingSpec  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

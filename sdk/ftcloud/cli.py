@@ -15,10 +15,23 @@ from typing import Any
 
 import click
 
-from ftcloud.spec import TECHNIQUES
-
 BACKEND_CHOICES = ("local", "sagemaker")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _SpecChoice(click.Choice):
+    """A Choice whose values come from :mod:`ftcloud.spec`, imported only when click needs them
+    (``launch --help`` or parsing the flag), so ``ftcloud --help`` does not build the spec."""
+
+    def __init__(self, constant: str):
+        self._constant = constant
+        self.case_sensitive = True
+
+    @property
+    def choices(self):  # type: ignore[override]
+        from ftcloud import spec
+
+        return getattr(spec, self._constant)
 
 
 # ---------------------------------------------------------------------- shared options
@@ -98,7 +111,7 @@ def cli() -> None:
 @cli.command(epilog="Any training hyperparameter: --set KEY=VALUE (list them with 'ftcloud hyperparameters').")
 @click.option("--config", "-c", type=click.Path(dir_okay=False), help="Job YAML file ('ftcloud init' writes one).")
 @click.option("--name", help="Job name (default: generated).")
-@click.option("--technique", type=click.Choice(TECHNIQUES), help="Fine-tuning technique.")
+@click.option("--technique", type=_SpecChoice("TECHNIQUES"), help="Fine-tuning technique.")
 @click.option("--model", help="Base model: Hugging Face id or local path.")
 @click.option("--data", help="Training data: JSONL file/directory, local or s3://.")
 @click.option("--validation-data", help="Validation data (optional).")
