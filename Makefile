@@ -11,7 +11,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 install:
 	# The CPU build of torch first: a later range that it satisfies installs nothing more.
 	$(PYTHON) -m pip install -q torch==2.13.0
-	$(PYTHON) -m pip install -q -e ".[all]"
+	$(PYTHON) -m pip install -q -c constraints.txt -e ".[all]"
 
 demo: install
 	bash examples/demo.sh
