@@ -283,13 +283,33 @@ def build_job_spec(
     if config is not None:
         values, lines = load_yaml(config)
         source = str(config)
-        apply_nested(spec, values, source, lines)
+        apply_nested(spec, _relative_to(values, Path(config).parent), source, lines)
     if overrides:
         apply_flat(spec, {k: v for k, v in overrides.items() if v is not None}, "arguments")
     if set_values:
         apply_flat(spec, parse_set_values(set_values), "--set")
     spec.validate(source if not (overrides or set_values) else "job spec")
     return spec
+
+
+def _relative_to(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Local paths in a job file are relative to the file, not to the current directory."""
+
+    def fix(value: Any, explicit_only: bool) -> Any:
+        if not isinstance(value, str) or not value or value.startswith("s3://") or Path(value).is_absolute():
+            return value
+        if explicit_only and not value.startswith(("./", "../", "~")):
+            return value  # 'org/model' is a Hugging Face id, not a path
+        if value.startswith("~"):
+            return str(Path(value).expanduser())
+        return str((base / value).resolve())
+
+    out = dict(values)
+    if isinstance(out.get("data"), Mapping):
+        out["data"] = {k: fix(v, False) for k, v in out["data"].items()}
+    if isinstance(out.get("training"), Mapping) and "model" in out["training"]:
+        out["training"] = {**out["training"], "model": fix(out["training"]["model"], True)}
+    return out
 
 
 def parse_set_values(items: list[str] | tuple[str, ...]) -> dict[str, str]:

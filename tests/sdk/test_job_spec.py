@@ -17,7 +17,7 @@ training:
   learning_rate: 1e-4
   target_modules: [q_proj, v_proj]
 data:
-  train: t.jsonl
+  train: s3://bucket/t.jsonl
 compute:
   instance_type: ml.g5.xlarge
   spot: false
@@ -37,13 +37,13 @@ def test_yaml_flags_and_kwargs_agree(tmp_path):
     # Python keyword arguments: native values.
     from_kwargs = Client(user_config=_blank()).build_spec(
         name="eq-1", backend="sagemaker", technique="qlora", model="m/x", lora_r=8, learning_rate=1e-4,
-        target_modules=["q_proj", "v_proj"], data="t.jsonl", instance_type="ml.g5.xlarge", spot=False,
+        target_modules=["q_proj", "v_proj"], data="s3://bucket/t.jsonl", instance_type="ml.g5.xlarge", spot=False,
         max_runtime=7200, subnets=["s1"], security_group_ids=["g1"], tags={"team": "nlp"},
     )
     # CLI flags and --set: strings.
     from_flags = build_job_spec(
         overrides={"name": "eq-1", "backend": "sagemaker", "technique": "qlora", "model": "m/x",
-                   "data": "t.jsonl", "instance_type": "ml.g5.xlarge", "spot": False, "max_runtime": "2h",
+                   "data": "s3://bucket/t.jsonl", "instance_type": "ml.g5.xlarge", "spot": False, "max_runtime": "2h",
                    "subnets": ["s1"], "security_group_ids": ["g1"], "tags": ["team=nlp"]},
         set_values=["lora_r=8", "learning_rate=0.0001", "target_modules=q_proj,v_proj"],
     )
@@ -107,3 +107,18 @@ def test_vpc_needs_both_lists():
     with pytest.raises(SpecError) as info:
         check_spec(spec)
     assert info.value.field == "networking.security_group_ids"
+
+
+def test_paths_in_a_job_file_are_relative_to_the_file(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "job.yaml").write_text(
+        "training:\n  model: ./weights\ndata:\n  train: data/train.jsonl\n  validation: s3://b/v/\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    spec = build_job_spec(config="project/job.yaml")
+    assert spec.data.train == str(folder / "data" / "train.jsonl")
+    assert spec.data.validation == "s3://b/v/"
+    assert spec.training.model == str(folder / "weights")
+    hub = build_job_spec(config="project/job.yaml", overrides={"model": "org/model", "data": "x.jsonl"})
+    assert hub.training.model == "org/model" and hub.data.train == "x.jsonl"  # flags: as typed
