@@ -214,6 +214,15 @@ def test_sagemaker_launch_status_jobs_logs_via_cli(capsys, platform_stack, train
     code, out, _ = run(capsys, "logs", "cli-1", "--json")
     assert [json.loads(line)["host"] for line in out.splitlines()] == ["algo-1", "algo-2"]
 
+    # --cursor: each run prints only what arrived since the previous one.
+    cursor = config_path().parent / "cursor.json"
+    assert "hello from algo-2" in run(capsys, "logs", "cli-1", "--cursor", str(cursor))[1]
+    assert "hello" not in run(capsys, "logs", "cli-1", "--cursor", str(cursor))[1]
+    logs.put_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="cli-1/algo-1-1700000000",
+                        logEvents=[{"timestamp": now + 50, "message": "later line"}])
+    out = run(capsys, "logs", "cli-1", "--cursor", str(cursor))[1]
+    assert out.strip() == "[algo-1] later line"
+
 
 def test_status_of_unknown_job(capsys, platform_stack):
     code, _, err = run(capsys, "status", "ghost", "--backend", "sagemaker")
