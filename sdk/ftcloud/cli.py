@@ -386,9 +386,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(exc: Exception) -> int:
-    from ftcloud.errors import FtcloudError
+    from ftcloud.errors import FtcloudError, translate_aws_error
     from ftcloud.spec import SpecError
 
+    if type(exc).__module__.startswith(("botocore", "boto3")):  # safety net: say it plainly
+        exc = translate_aws_error(exc, profile=_meta_or_none("profile"), region=_meta_or_none("region"))
     if isinstance(exc, SpecError):
         click.echo(f"ftcloud: error: {_one_line(str(exc))}", err=True)
         return 2
@@ -398,6 +400,11 @@ def _report(exc: Exception) -> int:
             click.echo(f"  fix: {exc.hint}", err=True)
         return exc.exit_code
     raise exc
+
+
+def _meta_or_none(name: str) -> Any:
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(f"ftcloud.{name}") if ctx else None
 
 
 def _one_line(text: str) -> str:

@@ -251,3 +251,15 @@ def test_launch_wait_reports_failure_reason_and_exit_1(capsys, platform_stack, t
                          "--name", "wait-cli")
     assert code == 1
     assert "Failed" in out and "no training rows left after filtering" in out
+
+
+@pytest.mark.parametrize("args", [["status", "x"], ["logs", "x"], ["stop", "x"], ["jobs"], ["platform"]])
+def test_missing_credentials_are_explained_not_traced(capsys, monkeypatch, tmp_path, args):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    code, out, err = run(capsys, *args, "--backend", "sagemaker", "--region", REGION)
+    assert code == 1
+    assert "No AWS credentials found" in err and "Traceback" not in err + out

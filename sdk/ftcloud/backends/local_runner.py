@@ -74,7 +74,9 @@ def run(job_dir: Path) -> int:
             log.write(record.encode("utf-8") + b"\n")
         code = proc.wait()
 
-    stopped = stop_requested["flag"] or (job_dir / "stop_requested").exists()
+    # 143 / -15: the process ended on SIGTERM (from us, or from someone else) after checkpointing.
+    terminated = code in (128 + signal.SIGTERM, -signal.SIGTERM)
+    stopped = stop_requested["flag"] or (job_dir / "stop_requested").exists() or terminated
     state["exit_code"] = code
     state["ended"] = time.time()
     if stopped:

@@ -387,6 +387,8 @@ class SageMakerBackend(Backend):
                 except botocore_exceptions.ClientError as exc:
                     if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
                         raise self.aws.translate(exc) from None
+                except botocore_exceptions.BotoCoreError as exc:  # no credentials, no network, ...
+                    raise self.aws.translate(exc) from None
                 extra: dict[str, Any] = {"Metadata": {"ftcloud-source": local.name}}
                 if kms_key:
                     extra.update({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key})
@@ -405,6 +407,8 @@ class SageMakerBackend(Backend):
                     f"No SageMaker training job named '{name}'{self._where()}.",
                     hint="List jobs with 'ftcloud jobs --backend sagemaker' (check --region / --profile).",
                 ) from None
+            raise self.aws.translate(exc) from None
+        except botocore_exceptions.BotoCoreError as exc:  # no credentials, no network, ...
             raise self.aws.translate(exc) from None
 
     def _where(self) -> str:
@@ -451,6 +455,8 @@ class SageMakerBackend(Backend):
             if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
                 return []  # no job has logged in this region yet
             raise self.aws.translate(exc) from None
+        except botocore_exceptions.BotoCoreError as exc:  # no credentials, no network, ...
+            raise self.aws.translate(exc) from None
         events: list[LogEvent] = []
         for stream in sorted(streams):
             host = host_of_stream(name, stream)
@@ -483,6 +489,8 @@ class SageMakerBackend(Backend):
             message = exc.response.get("Error", {}).get("Message", "")
             if "status" not in message.lower():  # "... is in status Completed" means: nothing to stop
                 raise self.aws.translate(exc) from None
+        except botocore_exceptions.BotoCoreError as exc:  # no credentials, no network, ...
+            raise self.aws.translate(exc) from None
         return self.status(name)
 
 
