@@ -99,3 +99,13 @@ def test_merge_adapter_writes_a_plain_model(tiny_model_dir, tmp_path, monkeypatc
     assert train_in_process(paths, monkeypatch) == 0
     merged = AutoModelForCausalLM.from_pretrained(paths.model_dir / "merged")
     assert not any("lora" in n for n, _ in merged.named_parameters())
+
+
+def test_mixture_of_experts_lora_trains_router_with_balancing_loss(tiny_mixtral_dir, tmp_path, monkeypatch):
+    paths = make_job(tmp_path, tiny_mixtral_dir, technique="lora", max_steps=12)
+    assert train_in_process(paths, monkeypatch) == 0
+    config = json.loads((paths.model_dir / "adapter_config.json").read_text())
+    assert config["lora_dropout"] == 0.0  # fused expert weights take adapters only without dropout
+    assert {"gate_up_proj", "down_proj"} <= set(config.get("target_parameters") or [])  # experts adapted
+    curve = losses(paths)
+    assert curve[-1] < curve[0]

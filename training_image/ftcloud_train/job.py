@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftcloud.contract import ContainerPaths
+from ftcloud.contract import CHANNELS, ContainerPaths
 from ftcloud.spec import TrainingSpec
 
 #: Keys SageMaker itself may add to hyperparameters.json (HPO adds the objective metric).
@@ -58,4 +58,10 @@ def load_job(paths: ContainerPaths) -> JobContext:
     current = resources.get("current_host") or hosts[0]
     if current not in hosts:
         raise UserError(f"{paths.resource_config}: current_host {current!r} is not in hosts {hosts}.")
+    unknown = sorted(set(_read_json(paths.input_data_config, "input data config")) - set(CHANNELS))
+    if unknown:
+        raise UserError(
+            f"{paths.input_data_config}: unknown channel(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(CHANNELS)} (train is required)."
+        )
     return JobContext(paths=paths, spec=spec, hosts=hosts, current_host=current)

@@ -10,14 +10,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ftcloud_train.job import JobContext, UserError
-
-log = logging.getLogger("ftcloud_train")
+from ftcloud_train.report import log
 
 
 @dataclass
@@ -158,13 +156,22 @@ def load_model(source: str, spec, device: Device, precision: str):
         if spec.is_adapter:
             model.enable_input_require_grads()
 
+    dropout = spec.lora_dropout
+    if is_moe(model.config):
+        # Mixture of experts: train the router with its load-balancing loss so experts stay in use.
+        model.config.output_router_logits = True
+        if spec.is_adapter and dropout:
+            # Experts are fused 3-D parameters in transformers 5; PEFT adapts them only without dropout.
+            log(f"MoE model: lora_dropout {dropout} -> 0 (required for fused expert weights)")
+            dropout = 0.0
+
     if spec.is_adapter:
         from peft import LoraConfig, get_peft_model
 
         config = LoraConfig(
             r=spec.lora_r,
             lora_alpha=spec.lora_alpha,
-            lora_dropout=spec.lora_dropout,
+            lora_dropout=dropout,
             target_modules=spec.target_module_list,
             use_dora=spec.technique == "dora",
             bias="none",
@@ -175,6 +182,10 @@ def load_model(source: str, spec, device: Device, precision: str):
         except ValueError as exc:
             raise UserError(f"target_modules={spec.target_modules!r}: {exc}") from None
     return model
+
+
+def is_moe(config) -> bool:
+    return bool(getattr(config, "num_local_experts", 0) or getattr(config, "num_experts", 0))
 
 
 def count_parameters(model) -> tuple[int, int]:

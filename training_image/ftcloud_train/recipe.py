@@ -40,15 +40,10 @@ from ftcloud_train.modeling import (
     resolve_precision,
     save_merged,
 )
-from ftcloud_train.report import emit_metrics, plot_loss, write_json_atomic
+from ftcloud_train.report import emit_metrics, log, plot_loss, write_json_atomic
 
 #: Exit status after a clean stop on SIGTERM (128 + 15), checkpoint written.
 EXIT_STOPPED = 143
-
-
-def log(message: str) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"[ftcloud] {message}", flush=True)
 
 
 # ---------------------------------------------------------------------------- stop requests
@@ -152,12 +147,19 @@ def prepare_data(ctx: JobContext, tokenizer):
         else:
             train_rows, eval_rows = split_holdout(train_rows, spec.validation_split, spec.seed)
         train, train_report = build_split(train_rows, "train", spec, tokenizer)
-        evals, eval_report = build_split(eval_rows, "validation", spec, tokenizer) if eval_rows else ([], None)
+        log(train_report.summary())
+        evals, eval_report = [], None
+        if eval_rows:
+            try:
+                evals, eval_report = build_split(eval_rows, "validation", spec, tokenizer)
+            except DataError:
+                if val_dir is not None:
+                    raise  # the user's own validation set must be usable
+                log(f"warning: none of the {len(eval_rows)} held-out rows is usable; skipping evaluation")
     except DataError as exc:
         raise UserError(str(exc)) from None
-    for report in (train_report, eval_report):
-        if report is not None:
-            log(report.summary())
+    if eval_report is not None:
+        log(eval_report.summary())
     return train, evals, [r.to_dict() for r in (train_report, eval_report) if r is not None]
 
 
@@ -174,7 +176,7 @@ def training_arguments(ctx: JobContext, device: Device, precision: str, batching
     from transformers import TrainingArguments
 
     spec = ctx.spec
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(ctx.paths.tensorboard_dir))
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(ctx.paths.tensorboard_dir)  # this job's tree, always
     try:
         import tensorboard  # noqa: F401
 

@@ -9,6 +9,12 @@ from pathlib import Path
 from ftcloud.contract import format_metric_line
 
 
+def log(message: str) -> None:
+    """A human-readable progress line (rank 0 only under torchrun)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[ftcloud] {message}", flush=True)
+
+
 def emit_metrics(step: int, metrics: dict[str, float]) -> None:
     print(format_metric_line(step, metrics), flush=True)
 
