@@ -367,3 +367,13 @@ def _to_string(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
+
+
+def markdown_table() -> str:
+    """The hyperparameter reference table of the README (a test keeps the two in sync)."""
+    lines = ["| key | type | default | allowed | what it does |", "|---|---|---|---|---|"]
+    for item in TrainingSpec.describe():
+        default = "" if item["default"] in (None, "") else f"`{_to_string(item['default'])}`"
+        choices = ", ".join(item["choices"])
+        lines.append(f"| `{item['name']}` | {item['type']} | {default} | {choices} | {item['help']} |")
+    return "\n".join(lines)
