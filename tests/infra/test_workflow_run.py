@@ -22,7 +22,9 @@ def render(*cases: tuple[object, dict]) -> list:
     if not (REPO_ROOT / "node_modules" / "jsonata").is_dir() or not shutil.which("node"):
         pytest.fail("JSONata is not installed: run `make install` (npm install into ./node_modules)")
     payload = json.dumps([{"template": t, "bindings": b} for t, b in cases])
-    run = subprocess.run(["node", str(EVAL)], input=payload, capture_output=True, text=True, timeout=60, check=True)
+    run = subprocess.run(
+        ["node", str(EVAL)], input=payload, capture_output=True, text=True, timeout=60, check=True
+    )
     out = []
     for result in json.loads(run.stdout):
         if "error" in result:
@@ -71,7 +73,11 @@ def test_a_successful_run(states):
         "S3Uri": "s3://datasets/sft/train/",
         "S3DataDistributionType": "FullyReplicated",
     }
-    assert request["ResourceConfig"] == {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 2, "VolumeSizeInGB": 200}
+    assert request["ResourceConfig"] == {
+        "InstanceType": "ml.g5.2xlarge",
+        "InstanceCount": 2,
+        "VolumeSizeInGB": 200,
+    }
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}
     assert request["CheckpointConfig"]["S3Uri"].endswith("/ftcloud/checkpoints/ftcloud-llama-sft-7/")
     assert request["Tags"] == [{"Key": "ftcloud:execution", "Value": "run-7"}]
@@ -79,16 +85,23 @@ def test_a_successful_run(states):
     job = {
         "TrainingJobName": "ftcloud-llama-sft-7",
         "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/ftcloud-llama-sft-7",
-        "ModelArtifacts": {"S3ModelArtifacts": "s3://artifacts/ftcloud/jobs/ftcloud-llama-sft-7/output/model.tar.gz"},
+        "ModelArtifacts": {
+            "S3ModelArtifacts": "s3://artifacts/ftcloud/jobs/ftcloud-llama-sft-7/output/model.tar.gz"
+        },
     }
     (after_train,) = render((states["Train"]["Output"], states_binding(args, result=job)))
     assert after_train["training"]["modelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]
 
     (register,) = render((states["Register"]["Arguments"], states_binding(after_train)))
-    assert register["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]
+    assert (
+        register["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+        == job["ModelArtifacts"]["S3ModelArtifacts"]
+    )
     assert register["CustomerMetadataProperties"]["trainingJobName"] == "ftcloud-llama-sft-7"
     package = "arn:aws:sagemaker:us-east-1:123456789012:model-package/ftcloud-models/4"
-    (after_register,) = render((states["Register"]["Output"], states_binding(after_train, result={"ModelPackageArn": package})))
+    (after_register,) = render(
+        (states["Register"]["Output"], states_binding(after_train, result={"ModelPackageArn": package}))
+    )
 
     (notify,) = render((states["NotifySucceeded"]["Arguments"], states_binding(after_register)))
     message = json.loads(notify["Message"])
