@@ -85,7 +85,9 @@ class PlatformConfig:
         "Prefix of named resources: model package group, endpoint, dashboard, training job names.",
     )
     retain_data: bool = _knob(
-        True, "Keep the KMS key and buckets when the stack is deleted (false: delete them if empty)."
+        True,
+        "Keep the KMS key, buckets, ECR repository and workflow logs when the stack is deleted "
+        "(false: delete them; buckets must be empty).",
     )
     log_retention_days: int = _knob(365, "Retention of the workflow log group and of S3 access logs.")
 
@@ -100,7 +102,7 @@ class PlatformConfig:
     image_tag: str = _knob(__version__, "imageSource=ecr: the tag the platform uses (tags are immutable).")
 
     vpc_mode: str = _knob(
-        "none", "none | create (a new VPC with private subnets) | import (vpcId + vpcSubnetIds)."
+        "none", "none; create (a new VPC with private subnets); or import (vpcId + vpcSubnetIds)."
     )
     vpc_cidr: str = _knob("10.42.0.0/16", "vpcMode=create: the VPC CIDR block.")
     vpc_max_azs: int = _knob(2, "vpcMode=create: availability zones to spread subnets over.")
