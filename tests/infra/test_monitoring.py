@@ -20,9 +20,16 @@ def test_topic_is_encrypted_tls_only_and_mails_when_asked(synth, template):
     )
     template("default").resource_count_is("AWS::SNS::Subscription", 0)
     (policy,) = s.resources("AWS::SNS::TopicPolicy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
     assert any(
         st["Effect"] == "Deny" and st["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-        for st in policy["Properties"]["PolicyDocument"]["Statement"]
+        for st in statements
+    )
+    # That policy replaces SNS's default one: alarms of this account must still be able to publish.
+    (alarms,) = [st for st in statements if st.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
+    assert alarms["Action"] == "sns:Publish"
+    assert flatten(alarms["Condition"]["ArnLike"]["aws:SourceArn"]) == (
+        "arn:<AWS::Partition>:cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:*"
     )
 
 
