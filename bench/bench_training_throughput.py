@@ -47,13 +47,13 @@ COMMON = dict(
 )
 
 
-def run_ftcloud(tmp: Path, model_dir: Path, data, write_jsonl, steps: int) -> float:
+def run_ftcloud(tmp: Path, model_dir: Path, data, write_jsonl, steps: int, batching: str = "auto") -> float:
     from ftcloud.contract import ROOT_ENV, ContainerPaths
     from ftcloud_train.entrypoint import main
 
     paths = ContainerPaths(tmp / "job")
     paths.config_dir.mkdir(parents=True)
-    hp = {**COMMON, "model": str(model_dir), "max_steps": steps, "logging_steps": steps}
+    hp = {**COMMON, "model": str(model_dir), "max_steps": steps, "logging_steps": steps, "batching": batching}
     paths.hyperparameters.write_text(json.dumps({k: str(v) for k, v in hp.items()}))
     write_jsonl(paths.channel("train") / "data.jsonl", data)
     os.environ[ROOT_ENV] = str(paths.root)
@@ -124,6 +124,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--trl-raw-defaults", action="store_true")
+    parser.add_argument("--strategies", action="store_true",
+                        help="also measure every batching strategy of the entrypoint (how the per-device default was chosen)")
     args = parser.parse_args()
     import torch
 
@@ -138,6 +140,10 @@ def main() -> int:
             results["trl"].append(run_trl(tmp / f"r{round_}", model_dir, data, args.steps, args.trl_raw_defaults))
             results["raw"].append(run_raw(model_dir, data, args.steps))
         ours, trl, raw = (max(results[k]) for k in ("ftcloud", "trl", "raw"))
+        if args.strategies:
+            for strategy in ("padded", "length_grouped", "packed"):
+                rate = run_ftcloud(tmp / f"s-{strategy}", model_dir, data, write_jsonl, args.steps, strategy)
+                print(f"batching={strategy:<15} {rate:,.0f} non-pad tokens/s ({rate / ours:.2f}x the default)")
     print(f"non-pad tokens/s  ftcloud={ours:,.0f}  trl-defaults={trl:,.0f}  raw-loop={raw:,.0f}")
     print(f"ratio ftcloud/trl = {ours / trl:.2f}x (target >= 1.5)")
     print(f"ratio ftcloud/raw = {ours / raw:.2f}x (target >= 0.9)")
