@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+if not __package__:  # run as a script (`python3 infra/app.py`): make `infra` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aws_cdk import App  # noqa: E402  (after the env default above, which jsii reads at import)
 

@@ -86,8 +86,8 @@ class PlatformConfig:
     )
     retain_data: bool = _knob(
         True,
-        "Keep the KMS key, buckets, ECR repository and workflow logs when the stack is deleted "
-        "(false: delete them; buckets must be empty).",
+        "Keep the KMS key, buckets, ECR repository, model registry and workflow logs when the stack is "
+        "deleted (false: delete them; buckets and the registry must be empty).",
     )
     log_retention_days: int = _knob(365, "Retention of the workflow log group and of S3 access logs.")
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Stack
-from aws_cdk import aws_iam as iam
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
@@ -12,7 +11,7 @@ class ModelRegistry(Construct):
     """A model package group. Each workflow run adds a version pending manual approval; an
     approved version is what the endpoint serves (``endpointModelPackageArn``)."""
 
-    def __init__(self, scope: Construct, id: str, *, group_name: str) -> None:
+    def __init__(self, scope: Construct, id: str, *, group_name: str, retain: bool = True) -> None:
         super().__init__(scope, id)
         self.group = sagemaker.CfnModelPackageGroup(
             self,
@@ -20,6 +19,9 @@ class ModelRegistry(Construct):
             model_package_group_name=group_name,
             model_package_group_description="ftcloud fine-tuned models (train -> register -> approve -> deploy)",
         )
+        # Registered versions point at artifacts in the (retained) artifact bucket: keep them
+        # together. A group that still holds versions could not be deleted anyway.
+        self.group.apply_removal_policy(RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY)
         self.group_name = group_name
         stack = Stack.of(self)
         self.group_arn = self.group.attr_model_package_group_arn
@@ -28,11 +30,7 @@ class ModelRegistry(Construct):
             service="sagemaker", resource="model-package", resource_name=f"{group_name}/*"
         )
 
-    def grant_register(self, grantee: iam.IGrantable) -> None:
-        """Create model package versions in this group (nothing else, no approval rights)."""
-        grantee.grant_principal.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["sagemaker:CreateModelPackage"],
-                resources=[self.group_arn, self.versions_arn],
-            )
-        )
+    @property
+    def registration_arns(self) -> list[str]:
+        """What registering a version touches: the group and its (future) versions."""
+        return [self.group_arn, self.versions_arn]

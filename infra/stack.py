@@ -80,7 +80,9 @@ class PlatformStack(Stack):
             network=self.network,
             hf_token_secret_arn=c.hf_token_secret_arn,
         )
-        self.registry = ModelRegistry(self, "Registry", group_name=c.model_package_group_name)
+        self.registry = ModelRegistry(
+            self, "Registry", group_name=c.model_package_group_name, retain=c.retain_data
+        )
         self.monitoring = PlatformMonitoring(
             self,
             "Monitoring",

@@ -156,7 +156,7 @@ class TrainingWorkflow(Construct):
             service="sagemaker",
             action="createModelPackage",
             iam_action="sagemaker:CreateModelPackage",
-            iam_resources=[registry.group_arn, registry.versions_arn],
+            iam_resources=registry.registration_arns,
             parameters={
                 "ModelPackageGroupName": registry.group_name,
                 "ModelApprovalStatus": "PendingManualApproval",

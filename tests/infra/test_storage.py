@@ -76,12 +76,12 @@ def test_checkpoints_expire_and_old_versions_are_cleaned(template):
     )
 
 
-def test_buckets_and_key_are_retained_unless_asked(synth):
+def test_data_key_and_registry_are_retained_unless_asked(synth):
     kept = synth("default").template["Resources"]
     dropped = synth("imported").template["Resources"]  # retainData=false
     for resources, policy in ((kept, "Retain"), (dropped, "Delete")):
         for res in resources.values():
-            if res["Type"] in ("AWS::S3::Bucket", "AWS::KMS::Key"):
+            if res["Type"] in ("AWS::S3::Bucket", "AWS::KMS::Key", "AWS::SageMaker::ModelPackageGroup"):
                 assert res["DeletionPolicy"] == policy
 
 
