@@ -29,8 +29,10 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
+from ftcloud.backends.sagemaker import has_local_nvme
 from ftcloud.contract import DEFAULT_ROOT, metric_definitions
 
+from infra.config import KNOWN_INSTANCE_FAMILIES
 from infra.nag import acknowledge_iam5, nag_arn
 from infra.registry import ModelRegistry
 from infra.storage import CHECKPOINTS_PREFIX, MODELS_PREFIX
@@ -281,11 +283,7 @@ class TrainingWorkflow(Construct):
                 "S3OutputPath": f"s3://{artifact_bucket_name}/{MODELS_PREFIX}",
                 "KmsKeyId": key.key_arn,
             },
-            "ResourceConfig": {
-                "InstanceType": "{% $states.input.instanceType %}",
-                "InstanceCount": "{% $states.input.instanceCount %}",
-                "VolumeSizeInGB": "{% $states.input.volumeSizeGb %}",
-            },
+            "ResourceConfig": "{% " + _resource_config(key.key_arn) + " %}",
             "StoppingCondition": {"MaxRuntimeInSeconds": "{% $states.input.maxRuntimeSeconds %}"},
             # Spot interruptions and retries resume from here (the container checkpoints into LocalPath).
             "CheckpointConfig": {
@@ -338,3 +336,19 @@ class TrainingWorkflow(Construct):
             ),
         }
         acknowledge_iam5(policy, acks)
+
+
+def _resource_config(volume_key_arn: str) -> str:
+    """JSONata for ResourceConfig: the volume is encrypted with the platform key, except on
+    instance types with local NVMe storage, where SageMaker rejects a VolumeKmsKeyId (the
+    instance store is hardware-encrypted). Same rule as the SDK's ``has_local_nvme``: its known
+    families, plus any family with a ``d`` (m5d, c6id, ...) for types newer than this list."""
+    nvme = sorted(f.split("-")[0] for f in KNOWN_INSTANCE_FAMILIES if has_local_nvme(f"ml.{f}.xlarge"))
+    families = ", ".join(f"'{f}'" for f in dict.fromkeys(nvme))
+    return (
+        "($family := $split($split($states.input.instanceType, '.')[1], '-')[0]; "
+        f"$nvme := $family in [{families}] or $contains($family, /^[a-z]+[0-9]+[a-z]*d[a-z]*$/); "
+        "$merge([{'InstanceType': $states.input.instanceType, 'InstanceCount': $states.input.instanceCount, "
+        "'VolumeSizeInGB': $states.input.volumeSizeGb}, "
+        f"$nvme ? {{}} : {{'VolumeKmsKeyId': '{volume_key_arn}'}}]))"
+    )

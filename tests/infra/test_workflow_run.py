@@ -73,7 +73,7 @@ def test_a_successful_run(states):
         "S3Uri": "s3://datasets/sft/train/",
         "S3DataDistributionType": "FullyReplicated",
     }
-    assert request["ResourceConfig"] == {
+    assert request["ResourceConfig"] == {  # g5: NVMe instance store, so no VolumeKmsKeyId
         "InstanceType": "ml.g5.2xlarge",
         "InstanceCount": 2,
         "VolumeSizeInGB": 200,
@@ -134,3 +134,21 @@ def test_a_failure_is_reported_with_the_job_name(states):
 def _defaults(states) -> dict:
     (merged,) = render((states["ApplyDefaults"]["Output"], states_binding({})))
     return merged
+
+
+def test_volume_key_follows_the_sdk_nvme_rule_for_every_known_family(states):
+    from ftcloud.backends.sagemaker import has_local_nvme
+
+    from infra.config import KNOWN_INSTANCE_FAMILIES
+
+    template = states["Train"]["Arguments"]["ResourceConfig"]
+    types = [f"ml.{family}.2xlarge" for family in sorted(KNOWN_INSTANCE_FAMILIES)] + [
+        "ml.m9d.xlarge",
+        "ml.m9.xlarge",
+    ]
+    base = {"instanceCount": 1, "volumeSizeGb": 50}
+    configs = render(*[(template, states_binding({**base, "instanceType": t})) for t in types])
+    for instance_type, config in zip(types, configs, strict=True):
+        assert ("VolumeKmsKeyId" in config) is (not has_local_nvme(instance_type)), instance_type
+        assert config["InstanceType"] == instance_type
+    assert configs[-1]["VolumeKmsKeyId"].endswith(".Arn>")  # the platform key
