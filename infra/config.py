@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ftcloud import __version__
-from ftcloud.backends.sagemaker import has_local_nvme
 from ftcloud.platform_outputs import DEFAULT_STACK_NAME
+from ftcloud.sagemaker_facts import has_local_nvme
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CDK_JSON = REPO_ROOT / "cdk.json"

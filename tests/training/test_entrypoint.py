@@ -9,7 +9,6 @@ import socket
 import time
 
 import pytest
-
 from ftcloud.contract import metric_definitions
 from ftcloud_train import checkpoints
 

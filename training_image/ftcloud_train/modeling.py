@@ -122,7 +122,6 @@ def quantization_config(spec, compute_dtype):
 
 def load_model(source: str, spec, device: Device, precision: str):
     """Load the base model (quantized when asked) and wrap it for the technique."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     dtype = torch_dtype(precision)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,31 +31,17 @@ from ftcloud.contract import DEFAULT_ROOT, ContainerPaths, metric_definitions
 from ftcloud.errors import FtcloudError, JobNotFoundError, LaunchError, PlatformError
 from ftcloud.job import JobSpec, new_job_name
 from ftcloud.platform import Platform
+from ftcloud.sagemaker_facts import (  # noqa: F401 - re-exported for callers of this module
+    CHECKPOINT_PREFIX,
+    INPUT_PREFIX,
+    LOG_GROUP,
+    OUTPUT_PREFIX,
+    has_local_nvme,
+)
 from ftcloud.spec import SpecError
 
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-INPUT_PREFIX = "ftcloud/inputs"
-OUTPUT_PREFIX = "ftcloud/jobs"
-CHECKPOINT_PREFIX = "ftcloud/checkpoints"
 #: Where SageMaker syncs CheckpointConfig.S3Uri inside the container (the contract's path).
 CONTAINER_CHECKPOINT_DIR = str(ContainerPaths.from_env(DEFAULT_ROOT).checkpoint_dir)
-
-# Instance families with local NVMe instance storage: VolumeKmsKeyId must not be sent.
-_NVME_FAMILIES = {
-    "g4dn", "g5", "g6", "g6e", "gr6", "g7e",
-    "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6",
-    "trn1", "trn1n", "trn2",
-}  # fmt: skip
-
-
-def has_local_nvme(instance_type: str) -> bool:
-    """True for instance types whose storage is local NVMe (g5, p4d, p5, m5d, ...)."""
-    family = instance_type.removeprefix("ml.").split(".")[0]
-    base = family.split("-")[0]  # p6-b200 -> p6
-    if base in _NVME_FAMILIES:
-        return True
-    # Size-suffixed "d" families (m5d, c5d, r5d, m6id, c6id ...) carry instance storage too.
-    return bool(re.fullmatch(r"[a-z]+\d+[a-z]*d[a-z]*", base)) and not base.startswith(("ml",))
 
 
 @dataclass
