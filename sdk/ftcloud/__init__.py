@@ -8,7 +8,7 @@ The public API (see the README)::
     print(job.wait().status)
     for event in job.logs():
         print(event.message)
-    ftcloud.status(job.name); ftcloud.jobs(); ftcloud.stop(job.name)
+    ftcloud.status(job.name); ftcloud.jobs(); ftcloud.stop(job.name); ftcloud.resume(job.name)
 
 Import-light: heavy packages (boto3, torch, transformers) load only inside the calls that
 need them, and the SDK modules themselves load on first attribute access.
@@ -30,6 +30,7 @@ _LAZY = {
     "jobs": "ftcloud.sdk",
     "logs": "ftcloud.sdk",
     "stop": "ftcloud.sdk",
+    "resume": "ftcloud.sdk",
     "get_job": "ftcloud.sdk",
     "load_job": "ftcloud.sdk",
     "spec_from": "ftcloud.sdk",
@@ -59,7 +60,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from ftcloud.errors import AwsError, FtcloudError, JobNotFoundError, PlatformError, UsageError  # noqa: F401
     from ftcloud.job import ComputeSpec, DataSpec, JobSpec, NetworkSpec, PlatformSpec  # noqa: F401
     from ftcloud.platform import Platform  # noqa: F401
-    from ftcloud.sdk import Client, Job, get_job, jobs, launch, load_job, logs, spec_from, status, stop  # noqa: F401
+    from ftcloud.sdk import (  # noqa: F401
+        Client,
+        Job,
+        get_job,
+        jobs,
+        launch,
+        load_job,
+        logs,
+        resume,
+        spec_from,
+        status,
+        stop,
+    )
     from ftcloud.spec import SpecError, TrainingSpec  # noqa: F401
 
 

@@ -103,7 +103,7 @@ def cli() -> None:
       ftcloud init                      # writes a commented job.yaml
       ftcloud launch -c job.yaml        # runs it (local until you pick a platform)
       ftcloud platform use STACK        # send later jobs to SageMaker
-      ftcloud jobs | status JOB | logs JOB --follow | stop JOB
+      ftcloud jobs | status JOB | logs JOB --follow | stop JOB | resume JOB
     """
 
 
@@ -266,6 +266,37 @@ def stop(job: str) -> None:
         click.echo(f"{job} already ended: {st.status}.")
     else:
         click.echo(f"Stopping {job} (it checkpoints first). Check with: ftcloud status {job}")
+
+
+@cli.command()
+@click.argument("job", shell_complete=_complete_job_names)
+@click.option("--wait/--no-wait", default=True, help="Follow the job until it ends (default) or return at once.")
+@common_options
+def resume(job: str, wait: bool) -> None:
+    """Resume a stopped or failed local job from its newest complete checkpoint."""
+    client = _client()
+    backend = client.backend_for_job(job)
+    _header(client, backend)
+    st = client.resume(job)
+    if not wait:
+        if _as_json():
+            _emit_json(st.to_dict())
+        else:
+            click.echo(f"Resumed {job}. Follow: ftcloud logs {job} --follow")
+        return
+    from ftcloud import cli_output
+
+    try:
+        final = cli_output.watch(client.job(job), quiet=_as_json())
+    except KeyboardInterrupt:
+        click.echo(f"\nDetached; the job keeps running. Stop: ftcloud stop {job}", err=True)
+        raise click.exceptions.Exit(130) from None
+    if _as_json():
+        _emit_json(final.to_dict())
+    else:
+        cli_output.final(final)
+    if final.status == "Failed":
+        raise click.exceptions.Exit(1)
 
 
 # ---------------------------------------------------------------------- platform

@@ -178,6 +178,9 @@ class Client:
     def stop(self, name: str) -> JobStatus:
         return self.backend_for_job(name).stop(name)
 
+    def resume(self, name: str) -> JobStatus:
+        return self.backend_for_job(name).resume(name)
+
     def wait(self, name: str, **kwargs: Any) -> JobStatus:
         return self.backend_for_job(name).wait(name, **kwargs)
 
@@ -255,6 +258,11 @@ def logs(name: str, *, follow: bool = False, cursor: LogCursor | None = None, **
 
 def stop(name: str, **kwargs: Any) -> JobStatus:
     return _client(kwargs).stop(name)
+
+
+def resume(name: str, **kwargs: Any) -> JobStatus:
+    """Resume a stopped or failed local job from its newest complete checkpoint."""
+    return _client(kwargs).resume(name)
 
 
 def get_job(name: str, **kwargs: Any) -> Job:

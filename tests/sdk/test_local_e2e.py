@@ -82,6 +82,37 @@ def test_stop_sends_sigterm_and_the_job_checkpoints(tiny_model_dir, make_data, f
 
 
 @pytest.mark.slow
+def test_resume_continues_a_stopped_job_from_its_checkpoint(tiny_model_dir, make_data, ftcloud_home):
+    data = make_data(rows=24, fmt="chat")
+    launched = ftcloud("launch", "--technique", "lora", "--model", str(tiny_model_dir), "--data", str(data),
+                       "--name", "e2e-resume", "--set", "max_steps=600", "--set", "save_steps=0", *TINY_RUN,
+                       "--no-wait", home=ftcloud_home)
+    assert launched.returncode == 0, launched.stderr
+    from ftcloud.backends.local import LocalBackend
+
+    backend = LocalBackend(root=ftcloud_home / "jobs")
+    deadline = time.time() + 240
+    while "step" not in backend.status("e2e-resume").metrics:
+        assert time.time() < deadline and not backend.status("e2e-resume").terminal
+        time.sleep(0.2)
+    assert ftcloud("stop", "e2e-resume", home=ftcloud_home).returncode == 0
+    assert backend.wait("e2e-resume", poll=0.5, timeout=120).status == "Stopped"
+    saved = sorted((ftcloud_home / "jobs" / "e2e-resume" / "ml" / "checkpoints").glob("checkpoint-*"))
+    assert saved, "the stop left no checkpoint"
+
+    resumed = ftcloud("resume", "e2e-resume", "--json", home=ftcloud_home)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    final = json.loads(resumed.stdout)
+    assert final["status"] == "Completed"
+    assert [h["status"] for h in final["history"]][-4:] == ["Stopped", "Starting", "Training", "Completed"]
+    metrics = json.loads((ftcloud_home / "jobs" / "e2e-resume" / "ml" / "model" / "metrics.json").read_text())
+    assert metrics["resumed_from"] == saved[-1].name and metrics["global_step"] == 600
+
+    again = ftcloud("resume", "e2e-resume", home=ftcloud_home)
+    assert again.returncode == 2 and "only Stopped or Failed jobs can be resumed" in again.stderr
+
+
+@pytest.mark.slow
 def test_failed_job_reports_the_containers_reason(make_data, ftcloud_home, tmp_path):
     data = make_data(rows=8, fmt="chat")
     empty_model = tmp_path / "not-a-model"

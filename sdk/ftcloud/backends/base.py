@@ -152,6 +152,16 @@ class Backend(abc.ABC):
     def stop(self, name: str) -> JobStatus:
         """Ask the job to stop (it checkpoints first); returns the status right after asking."""
 
+    def resume(self, name: str) -> JobStatus:
+        """Start a stopped or failed job again from its newest complete checkpoint."""
+        from ftcloud.errors import UsageError
+
+        raise UsageError(
+            f"'{self.name}' jobs cannot be resumed in place.",
+            hint="On SageMaker, spot interruptions resume by themselves from the job's S3 checkpoints; "
+            "to continue a stopped job, launch a new one.",
+        )
+
     def has_job(self, name: str) -> bool:
         from ftcloud.errors import JobNotFoundError
 

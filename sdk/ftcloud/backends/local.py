@@ -313,6 +313,34 @@ class LocalBackend(Backend):
         return status
 
 
+    # ------------------------------------------------------------------ resume
+    def resume(self, name: str) -> JobStatus:
+        """Run a Stopped or Failed job again in its own directory: the entrypoint finds the
+        newest complete checkpoint in ``ml/checkpoints`` and continues from there."""
+        status = self.status(name)
+        if status.status not in ("Stopped", "Failed"):
+            raise UsageError(
+                f"Job '{name}' is {status.status}; only Stopped or Failed jobs can be resumed.",
+                hint=f"Follow it with 'ftcloud logs {name} --follow'." if not status.terminal else None,
+            )
+        job_dir = self.job_dir(name)
+        paths = ContainerPaths(job_dir / "ml")
+        paths.failure_file.unlink(missing_ok=True)  # the old reason must not outlive the retry
+        (job_dir / "stop_requested").unlink(missing_ok=True)
+        state = read_json(job_dir / "state.json")
+        for key in ("exit_code", "failure_reason", "ended"):
+            state.pop(key, None)
+        now = time.time()
+        state["status"] = "InProgress"
+        state["secondary_status"] = "Starting"
+        state.setdefault("history", []).append(
+            {"status": "Starting", "start": now, "message": "Resuming from the newest complete checkpoint"}
+        )
+        write_json_atomic(job_dir / "state.json", state)
+        self._spawn(job_dir)
+        return self.status(name)
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
