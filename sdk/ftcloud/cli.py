@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -158,8 +159,12 @@ def launch(config, set_values, wait, dry_run, **flags) -> None:
         from ftcloud import cli_output
 
         cli_output.launched(result)
-    if not wait:
-        return
+    if wait:
+        _follow_to_end(job, lambda final: {"launch": result.to_dict(), "status": final.to_dict()})
+
+
+def _follow_to_end(job: Any, as_json: Callable[[Any], Any]) -> None:
+    """Stream a running job until it ends, print the outcome; exit 1 if it failed, 130 on Ctrl-C."""
     from ftcloud import cli_output
 
     try:
@@ -171,7 +176,7 @@ def launch(config, set_values, wait, dry_run, **flags) -> None:
         )
         raise click.exceptions.Exit(130) from None
     if _as_json():
-        _emit_json({"launch": result.to_dict(), "status": final.to_dict()})
+        _emit_json(as_json(final))
     else:
         cli_output.final(final)
     if final.status == "Failed":
@@ -284,19 +289,7 @@ def resume(job: str, wait: bool) -> None:
         else:
             click.echo(f"Resumed {job}. Follow: ftcloud logs {job} --follow")
         return
-    from ftcloud import cli_output
-
-    try:
-        final = cli_output.watch(client.job(job), quiet=_as_json())
-    except KeyboardInterrupt:
-        click.echo(f"\nDetached; the job keeps running. Stop: ftcloud stop {job}", err=True)
-        raise click.exceptions.Exit(130) from None
-    if _as_json():
-        _emit_json(final.to_dict())
-    else:
-        cli_output.final(final)
-    if final.status == "Failed":
-        raise click.exceptions.Exit(1)
+    _follow_to_end(client.job(job), lambda final: final.to_dict())
 
 
 # ---------------------------------------------------------------------- platform

@@ -21,6 +21,23 @@ def ftcloud(*args: str, home: Path, timeout: float = 300) -> subprocess.Complete
                           env=env, timeout=timeout)
 
 
+def launch_until_training(name: str, max_steps: int, tiny_model_dir, data, home):
+    """Launch a local LoRA job without waiting, return its backend once training has begun."""
+    launched = ftcloud("launch", "--technique", "lora", "--model", str(tiny_model_dir), "--data", str(data),
+                       "--name", name, "--set", f"max_steps={max_steps}", "--set", "save_steps=0", *TINY_RUN,
+                       "--no-wait", home=home)
+    assert launched.returncode == 0, launched.stderr
+    from ftcloud.backends.local import LocalBackend
+
+    backend = LocalBackend(root=home / "jobs")
+    deadline = time.time() + 240
+    while "step" not in backend.status(name).metrics:  # wait until it is really training
+        assert time.time() < deadline, "training never started"
+        assert not backend.status(name).terminal, backend.status(name).failure_reason
+        time.sleep(0.2)
+    return backend
+
+
 @pytest.mark.slow
 def test_qlora_job_runs_and_is_visible_from_later_invocations(tiny_model_dir, make_data, ftcloud_home):
     data = make_data(rows=24, fmt="chat")
@@ -57,19 +74,7 @@ def test_qlora_job_runs_and_is_visible_from_later_invocations(tiny_model_dir, ma
 
 @pytest.mark.slow
 def test_stop_sends_sigterm_and_the_job_checkpoints(tiny_model_dir, make_data, ftcloud_home):
-    data = make_data(rows=24, fmt="chat")
-    launched = ftcloud("launch", "--technique", "lora", "--model", str(tiny_model_dir), "--data", str(data),
-                       "--name", "e2e-stop", "--set", "max_steps=100000", "--set", "save_steps=0", *TINY_RUN,
-                       "--no-wait", home=ftcloud_home)
-    assert launched.returncode == 0, launched.stderr
-    from ftcloud.backends.local import LocalBackend
-
-    backend = LocalBackend(root=ftcloud_home / "jobs")
-    deadline = time.time() + 240
-    while "step" not in backend.status("e2e-stop").metrics:  # wait until it is really training
-        assert time.time() < deadline, "training never started"
-        assert not backend.status("e2e-stop").terminal, backend.status("e2e-stop").failure_reason
-        time.sleep(1)
+    backend = launch_until_training("e2e-stop", 100000, tiny_model_dir, make_data(rows=24, fmt="chat"), ftcloud_home)
 
     stopped = ftcloud("stop", "e2e-stop", home=ftcloud_home)
     assert stopped.returncode == 0 and "Stopping e2e-stop" in stopped.stdout
@@ -83,18 +88,7 @@ def test_stop_sends_sigterm_and_the_job_checkpoints(tiny_model_dir, make_data, f
 
 @pytest.mark.slow
 def test_resume_continues_a_stopped_job_from_its_checkpoint(tiny_model_dir, make_data, ftcloud_home):
-    data = make_data(rows=24, fmt="chat")
-    launched = ftcloud("launch", "--technique", "lora", "--model", str(tiny_model_dir), "--data", str(data),
-                       "--name", "e2e-resume", "--set", "max_steps=600", "--set", "save_steps=0", *TINY_RUN,
-                       "--no-wait", home=ftcloud_home)
-    assert launched.returncode == 0, launched.stderr
-    from ftcloud.backends.local import LocalBackend
-
-    backend = LocalBackend(root=ftcloud_home / "jobs")
-    deadline = time.time() + 240
-    while "step" not in backend.status("e2e-resume").metrics:
-        assert time.time() < deadline and not backend.status("e2e-resume").terminal
-        time.sleep(0.2)
+    backend = launch_until_training("e2e-resume", 600, tiny_model_dir, make_data(rows=24, fmt="chat"), ftcloud_home)
     assert ftcloud("stop", "e2e-resume", home=ftcloud_home).returncode == 0
     assert backend.wait("e2e-resume", poll=0.5, timeout=120).status == "Stopped"
     saved = sorted((ftcloud_home / "jobs" / "e2e-resume" / "ml" / "checkpoints").glob("checkpoint-*"))
