@@ -90,11 +90,12 @@ def run_trl(tmp: Path, model_dir: Path, data, steps: int, matched: bool) -> floa
 def run_raw(model_dir: Path, data, steps: int) -> float:
     """Forward, backward, step over the entrypoint's own batches; no framework around it."""
     import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
     from ftcloud.spec import TrainingSpec
     from ftcloud_train.batching import PadCollator
     from ftcloud_train.data import Row, build_split
     from ftcloud_train.modeling import Device, load_model, load_tokenizer
-    from transformers.trainer_pt_utils import LengthGroupedSampler
 
     spec = TrainingSpec.from_mapping({**COMMON, "model": str(model_dir)})
     tokenizer = load_tokenizer(str(model_dir), False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aws_cdk import CfnOutput, Duration, Fn, Stack, Tags
 from constructs import Construct
-from ftcloud import platform_outputs as out
 
+from ftcloud import platform_outputs as out
 from infra.config import PlatformConfig
 from infra.endpoint import InferenceEndpoint
 from infra.iam import SageMakerExecutionRole

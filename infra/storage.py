@@ -7,6 +7,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
+
 from ftcloud.sagemaker_facts import CHECKPOINT_PREFIX, OUTPUT_PREFIX
 
 #: Key prefixes inside the artifact bucket, shared with the SDK's SageMaker backend so that the

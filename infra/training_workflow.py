@@ -29,9 +29,9 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
+
 from ftcloud.contract import DEFAULT_ROOT, metric_definitions
 from ftcloud.sagemaker_facts import has_local_nvme
-
 from infra.config import KNOWN_INSTANCE_FAMILIES
 from infra.nag import acknowledge_iam5, nag_arn
 from infra.registry import ModelRegistry

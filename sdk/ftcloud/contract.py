@@ -21,6 +21,9 @@ DEFAULT_ROOT = "/opt/ml"
 #: Channels the entrypoint understands. ``train`` is required.
 CHANNELS = ("train", "validation", "model")
 
+#: The entrypoint's exit status after a clean stop on SIGTERM (128 + 15): a checkpoint was written.
+EXIT_STOPPED = 143
+
 #: Written inside a checkpoint directory once every file of it is on disk.
 CHECKPOINT_COMPLETE_MARKER = "FTCLOUD_COMPLETE"
 

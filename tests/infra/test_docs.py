@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from ftcloud.platform_outputs import DESCRIPTIONS
-
 from infra.config import CDK_JSON, REPO_ROOT, PlatformConfig
 
 DOC = REPO_ROOT / "README.md"  # the platform teams section

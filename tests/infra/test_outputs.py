@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from ftcloud import platform_outputs as po
 from ftcloud.platform import Platform
-
 from tests.infra.support import CONFIGS
 
 ALWAYS = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from ftcloud.contract import metric_definitions
 
+from ftcloud.contract import metric_definitions
 from tests.infra.support import as_list, flatten
 
 

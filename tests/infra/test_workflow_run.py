@@ -138,7 +138,6 @@ def _defaults(states) -> dict:
 
 def test_volume_key_follows_the_sdk_nvme_rule_for_every_known_family(states):
     from ftcloud.sagemaker_facts import has_local_nvme
-
     from infra.config import KNOWN_INSTANCE_FAMILIES
 
     template = states["Train"]["Arguments"]["ResourceConfig"]

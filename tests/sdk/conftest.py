@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
+
 from ftcloud import platform_outputs as po
 
 REGION = "us-east-1"

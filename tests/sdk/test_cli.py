@@ -6,6 +6,7 @@ import json
 
 import boto3
 import pytest
+
 from ftcloud import platform_outputs as po
 from ftcloud.cli import main
 from ftcloud.config import UserConfig, config_path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+
 from ftcloud.errors import AwsError, quota_name, translate_aws_error
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ftcloud.job import FLAT_KEYS, JobSpec, build_job_spec, parse_duration
 from ftcloud.sdk import Client
 from ftcloud.spec import SpecError, TrainingSpec

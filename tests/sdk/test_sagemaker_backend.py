@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 from botocore.stub import Stubber
+
 from ftcloud import platform_outputs as po
 from ftcloud.aws import AwsContext
 from ftcloud.backends.base import LogCursor

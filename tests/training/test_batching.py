@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from ftcloud_train.batching import PadCollator, pack_samples, resolve_batching
 from ftcloud_train.data import IGNORE_INDEX
 

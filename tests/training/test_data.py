@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from ftcloud.spec import TrainingSpec
 from ftcloud_train.data import (
     IGNORE_INDEX,

@@ -9,6 +9,7 @@ import socket
 import time
 
 import pytest
+
 from ftcloud.contract import metric_definitions
 from ftcloud_train import checkpoints
 

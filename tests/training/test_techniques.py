@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from ftcloud.contract import ROOT_ENV
 from ftcloud_train.entrypoint import main as entrypoint_main
 
@@ -40,6 +41,7 @@ def test_loss_falls_clearly(technique, extra, tiny_model_dir, tmp_path, monkeypa
 def test_qlora_really_quantizes_to_4bit(tiny_model_dir, tmp_path):
     import bitsandbytes as bnb
     import torch
+
     from ftcloud.spec import TrainingSpec
     from ftcloud_train.modeling import Device, load_model
 

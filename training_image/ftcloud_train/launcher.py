@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 
+from ftcloud.contract import EXIT_STOPPED
 from ftcloud_train.job import JobContext
 
 DEFAULT_MASTER_PORT = 29500
@@ -59,9 +60,14 @@ def relaunch(ctx: JobContext, nproc: int) -> int:
     cmd = torchrun_command(ctx, nproc)
     print(f"[ftcloud] distributed: {len(ctx.hosts)} node(s) x {nproc} process(es): {' '.join(cmd[2:])}", flush=True)
     proc = subprocess.Popen(cmd)
+    stopping = False
 
     def forward(signum, frame):  # SageMaker's SIGTERM must reach the workers so they checkpoint
+        nonlocal stopping
+        stopping = True
         proc.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
-    return proc.wait()
+    code = proc.wait()
+    # torchrun reports workers that stopped on SIGTERM as failed; to callers it is a clean stop.
+    return EXIT_STOPPED if stopping and code != 0 else code

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ftcloud.contract import EXIT_STOPPED
 from ftcloud_train import checkpoints
 from ftcloud_train.batching import PadCollator, pack_samples, resolve_batching
 from ftcloud_train.data import DataError, build_split, read_rows, split_holdout
@@ -41,9 +42,6 @@ from ftcloud_train.modeling import (
     save_merged,
 )
 from ftcloud_train.report import emit_metrics, log, plot_loss, write_json_atomic
-
-#: Exit status after a clean stop on SIGTERM (128 + 15), checkpoint written.
-EXIT_STOPPED = 143
 
 
 # ---------------------------------------------------------------------------- stop requests

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ftcloud.backends.local import HOST, read_json, write_json_atomic
-from ftcloud.contract import ROOT_ENV, ContainerPaths
+from ftcloud.contract import EXIT_STOPPED, ROOT_ENV, ContainerPaths
 
 TRAIN_COMMAND = ("-m", "ftcloud_train", "train")
 
@@ -75,7 +75,7 @@ def run(job_dir: Path) -> int:
         code = proc.wait()
 
     # 143 / -15: the process ended on SIGTERM (from us, or from someone else) after checkpointing.
-    terminated = code in (128 + signal.SIGTERM, -signal.SIGTERM)
+    terminated = code in (EXIT_STOPPED, -signal.SIGTERM)
     stopped = stop_requested["flag"] or (job_dir / "stop_requested").exists() or terminated
     state["exit_code"] = code
     state["ended"] = time.time()
