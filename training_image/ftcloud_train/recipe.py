@@ -266,7 +266,6 @@ def run(ctx: JobContext) -> int:
     trainer.remove_callback(PrinterCallback)  # metric lines replace its raw dict prints
 
     # 6. resume from the newest complete checkpoint, then train
-    resume = None
     if device.is_main:
         for path in checkpoints.discard_incomplete(paths.checkpoint_dir):
             log(f"discarded incomplete checkpoint {path.name} (a save was interrupted)")
@@ -278,7 +277,7 @@ def run(ctx: JobContext) -> int:
         log("SIGTERM received before training started: nothing to checkpoint")
         return EXIT_STOPPED
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    if stop.requested:
+    if stop.requested and trainer.state.global_step < trainer.state.max_steps:  # a late SIGTERM still saves
         log(f"stopped at step {trainer.state.global_step}; resume by starting the job again")
         return EXIT_STOPPED
 
