@@ -20,3 +20,12 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make demo" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_relative_links_resolve():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    for target in re.findall(r"\]\(([^)#\s]+)\)", readme):
+        if "://" not in target:
+            assert (ROOT / target).exists(), f"README links to missing {target}"
