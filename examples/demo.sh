@@ -11,17 +11,16 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 JOB="demo-qlora-$(date +%s)"
 
 echo "== 1/3 generating a tiny model and data in $WORK"
-python -m ftcloud_train.tiny model "$WORK/tiny-llama" >/dev/null 2>&1
-python -m ftcloud_train.tiny data "$WORK/train.jsonl" --rows 240 >/dev/null
+python -m ftcloud_train.tiny model "$WORK/tiny-llama" --hidden-size 128 --layers 4 >/dev/null 2>&1
+python -m ftcloud_train.tiny data "$WORK/train.jsonl" --rows 240 --max-filler 1 >/dev/null
 
 echo "== 2/3 fine-tuning with QLoRA (4-bit NF4 base, LoRA adapters) on the local backend"
 ftcloud launch --backend local --name "$JOB" --technique qlora \
   --model "$WORK/tiny-llama" --data "$WORK/train.jsonl" \
-  --set max_steps=60 --set per_device_train_batch_size=8 --set gradient_accumulation_steps=1 \
-  --set learning_rate=3e-3 --set max_length=256 --set logging_steps=10 --set save_steps=20 \
+  --set max_steps=300 --set per_device_train_batch_size=8 --set gradient_accumulation_steps=1 \
+  --set learning_rate=3e-3 --set max_length=128 --set logging_steps=25 --set save_steps=100 \
   --wait
 
 echo "== 3/3 results"
 ftcloud status "$JOB" --backend local
-python examples/ask.py "$FTCLOUD_HOME/jobs/$JOB/ml/model" "$WORK/tiny-llama" "What colour is sky?"
-echo "(A random 2-layer model tuned for a minute learns the shape of the answer and when to stop; a real base model learns the facts too.)"
+python examples/ask.py "$FTCLOUD_HOME/jobs/$JOB/ml/model" "$WORK/tiny-llama" "What colour is sky?" "What colour is grass?"

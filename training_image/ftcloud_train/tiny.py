@@ -189,11 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--rows", type=int, default=200)
     d.add_argument("--format", choices=["chat", "alpaca", "prompt_completion", "text"], default="chat")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--max-filler", type=int, default=6, help="most filler phrases per prompt (length variety)")
     args = parser.parse_args(argv)
     if args.cmd == "model":
         print(build_model(args.output_dir, args.arch, args.hidden_size, args.layers))
     else:
-        print(write_jsonl(args.path, make_rows(args.rows, args.format, args.seed)))
+        print(write_jsonl(args.path, make_rows(args.rows, args.format, args.seed, filler=(0, args.max_filler))))
 
 
 if __name__ == "__main__":
