@@ -27,3 +27,16 @@ def test_sdk_quickstart_runs_offline(tmp_path):
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Completed" in proc.stdout
+
+
+@pytest.mark.slow
+def test_readme_demo_runs_end_to_end(tmp_path):
+    """`make demo` minus the install: generate, fine-tune with QLoRA via the CLI, status, ask."""
+    env = {**os.environ, "FTCLOUD_DEMO_DIR": str(tmp_path)}
+    env.pop("FTCLOUD_HOME", None)
+    proc = subprocess.run(["bash", str(ROOT / "examples" / "demo.sh")], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Completed" in proc.stdout
+    answer = [line for line in proc.stdout.splitlines() if line.startswith("A: ")]
+    assert len(answer) == 2 and all(a.startswith("A: The colour of") for a in answer), answer
