@@ -151,3 +151,24 @@ def test_two_process_torchrun_gloo_completes_with_one_artifact(tiny_model_dir, t
     # rank 0 alone prints metric lines: one line per logging step, not two
     assert len(re.findall(r"^ftcloud-metric step=6 .*train_loss", proc.stdout, re.M)) == 1
     assert checkpoints.latest_complete(paths.checkpoint_dir).name == "checkpoint-6"
+
+
+@pytest.mark.slow
+def test_two_hosts_each_with_its_own_disk_train_together(tiny_model_dir, tmp_path):
+    """Two SageMaker-style hosts (two roots, one resourceconfig each) on 127.0.0.1: the entrypoint
+    relaunches under torchrun with nnodes=2; host 1 writes the artifacts; both keep checkpoints."""
+    hosts = ["algo-1", "algo-2"]
+    roots = [make_job(tmp_path / host, tiny_model_dir, max_steps=4, logging_steps=2, save_steps=2,
+                      hosts=hosts, current_host=host) for host in hosts]
+    env = {"FTCLOUD_NPROC_PER_NODE": "1", "FTCLOUD_MASTER_ADDR": "127.0.0.1", "FTCLOUD_MASTER_PORT": str(_free_port())}
+    procs = [run_module(paths, env=env, background=True) for paths in roots]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out
+    assert "distributed: 2 node(s) x 1 process(es)" in outputs[0] and "--node_rank=1" in outputs[1]
+    assert metrics(roots[0])["global_step"] == 4
+    assert not (roots[1].model_dir / "metrics.json").exists()  # one artifact set, from the first host
+    for paths in roots:  # each host can resume from its own disk
+        latest = checkpoints.latest_complete(paths.checkpoint_dir)
+        assert latest is not None and latest.name == "checkpoint-4"
+        assert (latest / "adapter_model.safetensors").is_file()

@@ -120,7 +120,9 @@ def _callback_class():
 
             if dist.is_available() and dist.is_initialized():
                 dist.barrier()  # every rank has written its part (e.g. its RNG state)
-            if state.is_world_process_zero:
+            # Every host has its own checkpoint directory (SageMaker syncs each to S3), so the
+            # first process of each host marks and rotates its own copy.
+            if state.is_local_process_zero:
                 path = self.checkpoint_dir / f"checkpoint-{state.global_step}"
                 if path.is_dir():
                     checkpoints.mark_complete(path)
@@ -202,6 +204,8 @@ def training_arguments(ctx: JobContext, device: Device, precision: str, batching
         save_strategy="steps" if spec.save_steps > 0 else "no",
         save_steps=max(spec.save_steps, 1),
         save_total_limit=None,  # rotation happens after the completeness marker (checkpoints.rotate)
+        # Hosts do not share a disk: each writes a whole checkpoint so each can resume from its own.
+        save_on_each_node=len(ctx.hosts) > 1,
         eval_strategy="no",
         report_to=report_to,
         seed=spec.seed,
@@ -265,8 +269,8 @@ def run(ctx: JobContext) -> int:
 
     trainer.remove_callback(PrinterCallback)  # metric lines replace its raw dict prints
 
-    # 6. resume from the newest complete checkpoint, then train
-    if device.is_main:
+    # 6. resume from the newest complete checkpoint (this host's copy), then train
+    if device.local_rank == 0:
         for path in checkpoints.discard_incomplete(paths.checkpoint_dir):
             log(f"discarded incomplete checkpoint {path.name} (a save was interrupted)")
     _barrier()
