@@ -12,10 +12,9 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-#: SageMaker reports ModelLatency in microseconds: 2,000,000 us = 2 s.
-LATENCY_P99_THRESHOLD_US = 2_000_000
-#: 5XX responses as a percentage of invocations.
-ERROR_RATE_THRESHOLD_PERCENT = 0.1
+# One definition with the SDK, which creates the same rollback alarms for the endpoints it deploys
+# (``<endpoint>-latency-p99`` / ``<endpoint>-5xx-rate``, the names this construct gives the platform's).
+from ftcloud.endpoints.alarms import ERROR_RATE_THRESHOLD_PERCENT, LATENCY_P99_THRESHOLD_US  # noqa: F401
 
 _ENDPOINT_NS = "AWS/SageMaker"
 _ENDPOINT_INSTANCE_NS = "/aws/sagemaker/Endpoints"

@@ -18,6 +18,7 @@ failure) to the alarm topic.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -30,8 +31,19 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from ftcloud.contract import DEFAULT_ROOT, metric_definitions
-from ftcloud.sagemaker_facts import has_local_nvme
+from ftcloud.contract import DEFAULT_ROOT, SERVE_ENV_DEFAULTS, metric_definitions
+from ftcloud.registry.base import BASE_MODEL_ENV
+from ftcloud.registry.sagemaker import (
+    BASE_MODEL_CHANNEL,
+    DEFAULT_INFERENCE_INSTANCE_TYPES,
+    HEADLINE_METRICS,
+    MAX_METADATA_VALUE,
+    METADATA_PREFIX,
+    METRIC_METADATA_PREFIX,
+    SUPPORTED_CONTENT_TYPES,
+)
+from ftcloud.sagemaker_facts import INPUT_PREFIX, has_local_nvme
+from ftcloud.spec import TrainingSpec
 from infra.config import KNOWN_INSTANCE_FAMILIES
 from infra.nag import acknowledge_iam5, nag_arn
 from infra.registry import ModelRegistry
@@ -151,6 +163,9 @@ class TrainingWorkflow(Construct):
             subnet_ids=subnet_ids,
             security_group_ids=security_group_ids,
         )
+        # The same version the SDK's 'ftcloud register' creates (ftcloud.registry.sagemaker): the
+        # image serves what it trained, with the contract's serving environment, the base weights
+        # attached when they came from S3, and lineage + headline metrics in the metadata.
         register = tasks.CallAwsService.jsonata(
             self,
             "Register",
@@ -164,16 +179,12 @@ class TrainingWorkflow(Construct):
                 "ModelApprovalStatus": "PendingManualApproval",
                 "ModelPackageDescription": "{% 'Fine-tuned by training job ' & $states.input.training.jobName %}",
                 "InferenceSpecification": {
-                    "Containers": [
-                        {"Image": image_uri, "ModelDataUrl": "{% $states.input.training.modelDataUrl %}"}
-                    ],
-                    "SupportedContentTypes": ["application/json"],
-                    "SupportedResponseMIMETypes": ["application/json"],
+                    "Containers": "{% " + _serving_containers(image_uri) + " %}",
+                    "SupportedContentTypes": list(SUPPORTED_CONTENT_TYPES),
+                    "SupportedResponseMIMETypes": list(SUPPORTED_CONTENT_TYPES),
+                    "SupportedRealtimeInferenceInstanceTypes": list(DEFAULT_INFERENCE_INSTANCE_TYPES),
                 },
-                "CustomerMetadataProperties": {
-                    "trainingJobName": "{% $states.input.training.jobName %}",
-                    "execution": "{% $states.context.Execution.Id %}",
-                },
+                "CustomerMetadataProperties": "{% " + _metadata_properties() + " %}",
             },
             outputs="{% $merge([$states.input, {'modelPackageArn': $states.result.ModelPackageArn}]) %}",
         )
@@ -310,10 +321,13 @@ class TrainingWorkflow(Construct):
                 "Comment": "Run the SageMaker training job and wait for it (.sync).",
                 "Resource": f"arn:{Aws.PARTITION}:states:::sagemaker:createTrainingJob.sync",
                 "Arguments": arguments,
+                # FinalMetricDataList (last value of each metric line) -> {'eval_loss': 0.87, ...};
+                # an object constructor drops 'metrics' when the job reported none.
                 "Output": (
                     "{% $merge([$states.input, {'training': {'jobName': $states.result.TrainingJobName, "
                     "'jobArn': $states.result.TrainingJobArn, "
-                    "'modelDataUrl': $states.result.ModelArtifacts.S3ModelArtifacts}}]) %}"
+                    "'modelDataUrl': $states.result.ModelArtifacts.S3ModelArtifacts, "
+                    "'metrics': $merge($states.result.FinalMetricDataList.{MetricName: Value})}}]) %}"
                 ),
             },
         )
@@ -352,3 +366,58 @@ def _resource_config(volume_key_arn: str) -> str:
         "'VolumeSizeInGB': $states.input.volumeSizeGb}, "
         f"$nvme ? {{}} : {{'VolumeKmsKeyId': '{volume_key_arn}'}}]))"
     )
+
+
+#: The technique a run gets when its hyperParameters name none (the container's default).
+DEFAULT_TECHNIQUE = next(f.default for f in dataclasses.fields(TrainingSpec) if f.name == "technique")
+
+#: JSONata bindings shared by the register expressions: the run's technique, whether the artifact
+#: is adapter-only, the base weights' S3 prefix (the ``model`` channel) and the base model id.
+_REGISTER_BINDINGS = (
+    "$hp := $states.input.hyperParameters; "
+    f"$technique := $exists($hp.technique) ? $string($hp.technique) : '{DEFAULT_TECHNIQUE}'; "
+    "$adapter := $technique != 'full'; "
+    "$baseS3 := $states.input.channels.model; "
+    "$modelId := $exists($hp.model) ? $string($hp.model) : ''; "
+)
+
+
+def _serving_containers(image_uri: str) -> str:
+    """JSONata for InferenceSpecification.Containers, as the SDK builds it: the contract's serving
+    environment; an adapter-only artifact whose base came from S3 gets that prefix attached as the
+    ``base`` model data source (the server's default path), one from a model id gets its id."""
+    env = json.dumps({k: v for k, v in SERVE_ENV_DEFAULTS.items() if v != ""}, sort_keys=True)
+    base_source = json.dumps(
+        {"ChannelName": BASE_MODEL_CHANNEL, "S3DataSource": {"S3DataType": "S3Prefix", "CompressionType": "None"}}
+    )
+    return (
+        "(" + _REGISTER_BINDINGS
+        + f"$env := $merge([{env}, ($adapter and $not($exists($baseS3)) and $modelId != '') "
+        f"? {{'{BASE_MODEL_ENV}': $modelId}} : {{}}]); "
+        f"$container := {{'Image': '{image_uri}', 'ModelDataUrl': $states.input.training.modelDataUrl, "
+        "'Environment': $env}; "
+        f"$source := {base_source}; "
+        "[($adapter and $exists($baseS3)) ? $merge([$container, {'AdditionalModelDataSources': "
+        "[$merge([$source, {'S3DataSource': $merge([$source.S3DataSource, {'S3Uri': $baseS3}])}])]}]) "
+        ": $container])"
+    )
+
+
+def _metadata_properties() -> str:
+    """JSONata for CustomerMetadataProperties with the SDK's keys (``ftcloud versions`` reads them):
+    lineage and headline metrics, values cut to SageMaker's 256 characters, absent ones left out."""
+    p, m = METADATA_PREFIX, METRIC_METADATA_PREFIX
+    # SageMaker's value alphabet (ASCII part; the SDK's metadata_safe keeps non-ASCII letters too).
+    cut = f"$substring($replace($string($v), /[^A-Za-z0-9 _.:\\/=+@-]/, '_'), 0, {MAX_METADATA_VALUE})"
+    metrics = ", ".join(f"'{m}{name}': $states.input.training.metrics.{name}" for name in HEADLINE_METRICS)
+    hash_re = "/" + INPUT_PREFIX.replace("/", "\\/") + "\\/([0-9a-f]{32})\\/?$/"
+    return (
+        "(" + _REGISTER_BINDINGS
+        + f"$train := $states.input.channels.train; $hash := $match($train, {hash_re}).groups[0]; "
+        f"$all := {{'{p}training_job': $states.input.training.jobName, "
+        f"'{p}base_model': $exists($baseS3) ? $baseS3 : ($modelId != '' ? $modelId), "
+        f"'{p}data': $train, '{p}data_content_hash': $hash, '{p}technique': $technique, "
+        f"'{p}execution': $states.context.Execution.Id, {metrics}}}; "
+        f"$merge($each($all, function($v, $k) {{ {{$k: {cut}}} }})))"
+    )
+

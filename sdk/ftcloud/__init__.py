@@ -51,27 +51,49 @@ _LAZY = {
     "AwsError": "ftcloud.errors",
     "JobNotFoundError": "ftcloud.errors",
     "PlatformError": "ftcloud.errors",
+    "register": "ftcloud.sdk",
+    "approve": "ftcloud.sdk",
+    "reject": "ftcloud.sdk",
+    "versions": "ftcloud.sdk",
+    "model_version": "ftcloud.sdk",
+    "ModelVersion": "ftcloud.registry.base",
+    "deploy": "ftcloud.sdk",
+    "undeploy": "ftcloud.sdk",
+    "invoke": "ftcloud.sdk",
+    "list_endpoints": "ftcloud.sdk",
+    "EndpointStatus": "ftcloud.endpoints.base",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
     from ftcloud.backends.base import JobStatus, LaunchResult, LogCursor, LogEvent  # noqa: F401
+    from ftcloud.endpoints.base import EndpointStatus  # noqa: F401
     from ftcloud.errors import AwsError, FtcloudError, JobNotFoundError, PlatformError, UsageError  # noqa: F401
     from ftcloud.job import ComputeSpec, DataSpec, JobSpec, NetworkSpec, PlatformSpec  # noqa: F401
     from ftcloud.platform import Platform  # noqa: F401
+    from ftcloud.registry.base import ModelVersion  # noqa: F401
     from ftcloud.sdk import (  # noqa: F401
         Client,
         Job,
+        approve,
+        deploy,
         get_job,
+        invoke,
         jobs,
         launch,
+        list_endpoints,
         load_job,
         logs,
+        model_version,
+        register,
+        reject,
         resume,
         spec_from,
         status,
         stop,
+        undeploy,
+        versions,
     )
     from ftcloud.spec import SpecError, TrainingSpec  # noqa: F401
 

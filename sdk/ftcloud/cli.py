@@ -235,6 +235,12 @@ def logs(job: str, follow: bool, cursor_file: str | None, timestamps: bool) -> N
     backend = client.backend_for_job(job)
     _header(client, backend)
     cursor = LogCursor()
+    if cursor_file and not Path(cursor_file).absolute().parent.is_dir():
+        # Checked first: the file is written only after the logs were printed.
+        raise click.UsageError(
+            f"--cursor {cursor_file}: directory {Path(cursor_file).absolute().parent} does not exist; "
+            "create it or choose a path in an existing directory."
+        )
     if cursor_file and Path(cursor_file).exists():
         try:
             cursor = LogCursor.from_dict(json.loads(Path(cursor_file).read_text()))
@@ -278,7 +284,11 @@ def stop(job: str) -> None:
 @click.option("--wait/--no-wait", default=True, help="Follow the job until it ends (default) or return at once.")
 @common_options
 def resume(job: str, wait: bool) -> None:
-    """Resume a stopped or failed local job from its newest complete checkpoint."""
+    """Continue a stopped or failed job from its newest complete checkpoint.
+
+    Local: the job runs again in its own directory. SageMaker: a new job JOB-r2 (r3, ...)
+    with the same request and the same S3 checkpoint prefix.
+    """
     client = _client()
     backend = client.backend_for_job(job)
     _header(client, backend)
@@ -287,9 +297,9 @@ def resume(job: str, wait: bool) -> None:
         if _as_json():
             _emit_json(st.to_dict())
         else:
-            click.echo(f"Resumed {job}. Follow: ftcloud logs {job} --follow")
+            click.echo(f"Resumed {job} as {st.name}. Follow: ftcloud logs {st.name} --follow")
         return
-    _follow_to_end(client.job(job), lambda final: final.to_dict())
+    _follow_to_end(client.job(st.name), lambda final: final.to_dict())
 
 
 # ---------------------------------------------------------------------- platform
@@ -434,6 +444,10 @@ def _meta_or_none(name: str) -> Any:
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
+
+# Each command module adds its commands to `cli`: deploy/endpoints/undeploy/invoke and
+# register/approve/reject/versions.
+from ftcloud import cli_endpoints, cli_registry  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -18,6 +18,14 @@ from typing import Any
 from ftcloud.errors import UsageError
 
 HOME_ENV = "FTCLOUD_HOME"
+_FIX_HINT = ("Fix or delete the file: without it ftcloud uses the local backend, "
+             "and 'ftcloud platform use STACK' writes a valid one.")
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def ftcloud_home() -> Path:
@@ -48,9 +56,38 @@ class UserConfig:
         except (OSError, ValueError) as exc:
             raise UsageError(
                 f"{path}: cannot read the ftcloud config ({exc}).",
-                hint="Fix or delete the file, then run 'ftcloud platform use STACK' again.",
+                hint=_FIX_HINT,
             ) from None
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: Path) -> UserConfig:
+        """Check the shape of a parsed config: a hand-edited file must fail here, naming the field,
+        not later as an AttributeError deep inside a command."""
+        if not isinstance(data, dict):
+            raise UsageError(
+                f"{path}: the ftcloud config must be a JSON object ({{\"backend\": \"local\", ...}}), "
+                f"found a JSON {_json_type(data)}.",
+                hint=_FIX_HINT,
+            )
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("backend", "stack", "region", "profile"):
+            value = known.get(key)
+            if value is not None and not isinstance(value, str):
+                raise UsageError(
+                    f"{path}: field '{key}' must be a string or null, found a JSON {_json_type(value)}.",
+                    hint=_FIX_HINT,
+                )
+        if known.get("platform_cache") is None:
+            known.pop("platform_cache", None)
+        elif not isinstance(known["platform_cache"], dict):
+            raise UsageError(
+                f"{path}: field 'platform_cache' must be a JSON object, found a JSON "
+                f"{_json_type(known['platform_cache'])}.",
+                hint=_FIX_HINT,
+            )
+        if known.get("backend") is None:
+            known.pop("backend", None)
         return cls(**known)
 
     def save(self) -> Path:

@@ -24,8 +24,23 @@ CHANNELS = ("train", "validation", "model")
 #: The entrypoint's exit status after a clean stop on SIGTERM (128 + 15): a checkpoint was written.
 EXIT_STOPPED = 143
 
-#: Written inside a checkpoint directory once every file of it is on disk.
+#: Written last inside a checkpoint directory: a manifest (path, size, fingerprint of every file).
+#: The checkpoint counts only when its files match it (SageMaker syncs checkpoints to S3 file by file).
 CHECKPOINT_COMPLETE_MARKER = "FTCLOUD_COMPLETE"
+
+# ---------------------------------------------------------------------------
+# Serving (``python -m ftcloud_train serve``): what the SDK's deploy/invoke and the server share.
+# ---------------------------------------------------------------------------
+#: Port variable SageMaker sets for multi-container endpoints; the server listens on it, else 8080.
+SERVE_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
+DEFAULT_SERVE_PORT = 8080
+#: Bind address (default 0.0.0.0; the local backend sets 127.0.0.1).
+SERVE_HOST_ENV = "FTCLOUD_SERVE_HOST"
+#: The one request header SageMaker passes through that carries a per-request choice: ``adapter=NAME``.
+CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+ADAPTER_ATTRIBUTE = "adapter"
+#: InvokeEndpoint's real-time body limit (bytes).
+MAX_REQUEST_BYTES = 6_291_456
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,35 @@ class ContainerPaths:
     def ensure(self) -> None:
         for d in (self.model_dir, self.output_dir, self.checkpoint_dir):
             d.mkdir(parents=True, exist_ok=True)
+
+
+# ---------------------------------------------------------------------------
+# Serving, the container's side (model layout and knobs); port, header and body limit are above.
+# ---------------------------------------------------------------------------
+DEFAULT_SERVE_HOST = "0.0.0.0"
+SERVE_PING_PATH = "/ping"
+SERVE_INVOCATIONS_PATH = "/invocations"
+#: The adapter at the root of model/ is named "default"; extra ones live in model/adapters/<name>/.
+DEFAULT_ADAPTER = "default"
+ADAPTERS_DIR = "adapters"
+#: Request for the base model without any adapter (PEFT's name for it in ``adapter_names``).
+BASE_ADAPTER = "__base__"
+#: Where an adapter-only artifact's base model is looked for: model/base/, then SageMaker's
+#: additional model data source named "base" (mounted under <ml root>/additional-model-data-sources/).
+BASE_MODEL_DIR = "base"
+ADDITIONAL_MODEL_DATA_DIR = "additional-model-data-sources"
+
+#: Serving knobs (environment variable -> default). The container reads them; the SDK sets them.
+SERVE_ENV_DEFAULTS = {
+    "FTCLOUD_MAX_BATCH_SIZE": "8",  # requests generated together
+    "FTCLOUD_MAX_WAIT_MS": "10",  # how long the first request of a batch waits for company
+    "FTCLOUD_MAX_QUEUE": "64",  # requests in flight (waiting + generating) before 429
+    "FTCLOUD_REQUEST_TIMEOUT_S": "55",  # per request, inside SageMaker's 60 s
+    "FTCLOUD_CACHE_SIZE": "1024",  # result cache entries; 0 disables it
+    "FTCLOUD_CACHE_TTL_S": "600",
+    "FTCLOUD_BASE_MODEL": "",  # base of an adapter-only artifact: path or model id
+    "FTCLOUD_LOAD_IN": "none",  # none | 8bit | 4bit (bitsandbytes)
+}
 
 
 # ---------------------------------------------------------------------------

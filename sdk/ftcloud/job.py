@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ftcloud.platform_outputs import DEFAULT_STACK_NAME
-from ftcloud.spec import SpecError, TrainingSpec, _coerce
+from ftcloud.spec import SpecError, TrainingSpec, _coerce, bounds_problem, secret_arn_problem
 
 BACKENDS = ("local", "sagemaker")
 MAX_RUNTIME_LIMIT = 28 * 24 * 3600  # SageMaker's ceiling for MaxRuntimeInSeconds
@@ -164,6 +164,10 @@ class JobSpec:
     # ------------------------------------------------------------------ validation
     def validate(self, source: str = "job spec") -> JobSpec:
         """Check cross-field rules; raise :class:`SpecError` naming the field. Returns self."""
+        # Before training.validate, which checks it too, so the error names the job-spec path.
+        problem = secret_arn_problem(self.training.hf_token_secret_arn, "training.hf_token_secret_arn")
+        if problem:
+            raise SpecError(problem, "training.hf_token_secret_arn", source)
         self.training.validate(source)
         if self.backend is not None and self.backend not in BACKENDS:
             raise SpecError(f"'backend' must be one of {', '.join(BACKENDS)}; got {self.backend!r}.", "backend", source)
@@ -198,22 +202,19 @@ class JobSpec:
             )
         if c.max_retry_attempts > 30:
             raise SpecError("'compute.max_retry_attempts' must be at most 30.", "compute.max_retry_attempts", source)
-        arn = self.training.hf_token_secret_arn
-        if arn and not re.match(r"^arn:aws[a-z-]*:secretsmanager:", arn):
-            looks_like_token = arn.startswith("hf_")
-            raise SpecError(
-                "'training.hf_token_secret_arn' must be the ARN of a Secrets Manager secret"
-                + (" - it looks like a token value; never pass the token itself. Store it with "
-                   "'aws secretsmanager create-secret --name hf-token --secret-string ...' and pass the ARN."
-                   if looks_like_token else f"; got {arn!r}."),
-                "training.hf_token_secret_arn",
-                source,
-            )
         for key, value in self.tags.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise SpecError(f"'tags' keys and values must be strings; got {key!r}: {value!r}.", "tags", source)
-            if key.lower().startswith("aws:"):
-                raise SpecError(f"tag key {key!r}: the 'aws:' prefix is reserved by AWS.", "tags", source)
+            problem = tag_problem(key, value)
+            if problem:
+                raise SpecError(problem, "tags", source)
+        if len(self.tags) > MAX_USER_TAGS:
+            raise SpecError(
+                f"'tags' has {len(self.tags)} entries; SageMaker allows 50 per job and ftcloud adds "
+                f"{50 - MAX_USER_TAGS}, so give at most {MAX_USER_TAGS}.",
+                "tags",
+                source,
+            )
         return self
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -253,6 +254,37 @@ class JobSpec:
         for row in TrainingSpec.describe():
             rows.append({"path": f"training.{row['name']}", **{k: v for k, v in row.items() if k != "name"}})
         return rows
+
+
+#: SageMaker's tag rules (the API's pattern ``^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$``; key 1-128
+#: characters, value 0-256): checked at launch, not after the upload, by CreateTrainingJob.
+TAG_PUNCTUATION = "_.:/=+-@"
+MAX_USER_TAGS = 48  # 50 per resource, minus ftcloud:technique and ftcloud:managed-by
+
+
+def tag_problem(key: str, value: str) -> str | None:
+    """Why SageMaker would reject this tag (``None`` when it would not)."""
+    import unicodedata
+
+    def bad_char(text: str) -> str | None:
+        for ch in text:
+            if ch not in TAG_PUNCTUATION and unicodedata.category(ch)[0] not in "LZN":
+                return ch
+        return None
+
+    allowed = f"letters, digits, spaces and {' '.join(TAG_PUNCTUATION)}"
+    if not 1 <= len(key) <= 128:
+        return f"tag key {key!r} must be 1-128 characters long; it has {len(key)}."
+    if key.lower().startswith("aws:"):
+        return f"tag key {key!r}: the 'aws:' prefix is reserved by AWS; choose another key."
+    if len(value) > 256:
+        return f"tag {key!r}: the value must be at most 256 characters; it has {len(value)}."
+    for what, text in (("key", key), ("value", value)):
+        ch = bad_char(text)
+        if ch is not None:
+            shown = text if what == "key" else f"{key}={text}"
+            return f"tag {what} in {shown!r} has the character {ch!r}, which SageMaker rejects; allowed: {allowed}."
+    return None
 
 
 def new_job_name(technique: str) -> str:
@@ -424,9 +456,9 @@ def _validate_field(obj: Any, f: Any, path: str, where: str) -> None:
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise SpecError(f"'{path}' must be one of {', '.join(choices)}; got {value!r}.", path, where)
-    minimum = f.metadata.get("minimum")
-    if minimum is not None and value is not None and value < minimum:
-        raise SpecError(f"'{path}' must be >= {minimum}; got {value!r}.", path, where)
+    problem = bounds_problem(path, value, f.metadata)
+    if problem:
+        raise SpecError(problem, path, where)
 
 
 # ---------------------------------------------------------------------- value parsers

@@ -184,6 +184,108 @@ class Client:
     def wait(self, name: str, **kwargs: Any) -> JobStatus:
         return self.backend_for_job(name).wait(name, **kwargs)
 
+    # ------------------------------------------------------------------ model registry
+    def registry(self, backend: str | None = None) -> Any:
+        """The model registry (:class:`~ftcloud.registry.base.Registry`) of ``backend``
+        (default: the client's backend): local records, or SageMaker model package groups."""
+        name = backend or self.default_backend_name()
+        if name == "local":
+            from ftcloud.registry.local import LocalRegistry
+
+            return LocalRegistry()
+        from ftcloud.registry.sagemaker import SageMakerRegistry
+
+        return SageMakerRegistry(self.backend(name))
+
+    def registry_for_ref(self, ref: str) -> Any:
+        """The registry a reference lives in: SageMaker for a package ARN, else the client's backend's."""
+        from ftcloud.registry.base import parse_ref
+
+        return self.registry("sagemaker" if parse_ref(ref).arn else None)
+
+    def register(self, job: Any, group: str | None = None, *, description: str | None = None,
+                 tags: Mapping[str, str] | None = None, image: str | None = None) -> Any:
+        """Register a Completed job (name, :class:`Job` or :class:`JobStatus`) as a new model version,
+        PendingManualApproval, in the registry of the backend that ran it. Returns the
+        :class:`~ftcloud.registry.base.ModelVersion`."""
+        name = job if isinstance(job, str) else job.name
+        backend = self.backend_for_job(name)
+        return self.registry(backend.name).register(
+            backend.status(name), group, description=description, tags=dict(tags or {}), image=image
+        )
+
+    def approve(self, ref: str, reason: str | None = None) -> Any:
+        """Approve a version (``ARN``, ``GROUP:VERSION`` or ``GROUP`` = its latest)."""
+        return self.registry_for_ref(ref).approve(ref, reason)
+
+    def reject(self, ref: str, reason: str) -> Any:
+        """Reject a version; ``reason`` is required and kept with it."""
+        return self.registry_for_ref(ref).reject(ref, reason)
+
+    def versions(self, group: str | None = None) -> list[Any]:
+        """Every version of ``group`` (default: the backend's default group), oldest first."""
+        return self.registry().versions(group)
+
+    def model_version(self, ref: str, *, status: str | None = None) -> Any:
+        """The version ``ref`` names (for ``GROUP`` its latest, or its latest in ``status``)."""
+        return self.registry_for_ref(ref).get(ref, status=status)
+
+    # ------------------------------------------------------------------ endpoints
+    def endpoints_backend(self, name: str | None = None) -> Any:
+        """The :class:`~ftcloud.endpoints.base.Endpoints` of backend ``name`` (default: the client's)."""
+        name = name or self.default_backend_name()
+        if name == "local":
+            from ftcloud.endpoints.local import LocalEndpoints
+
+            return LocalEndpoints(jobs=self.backend("local"), registry=self.registry("local"))
+        from ftcloud.endpoints.sagemaker import SageMakerEndpoints
+
+        jobs = self.backend(name)
+        return SageMakerEndpoints(jobs.aws, jobs.stack, self.config, jobs=jobs,  # type: ignore[attr-defined]
+                                  registry=self.registry(name))
+
+    def _endpoints_for(self, endpoint: str | None = None, target: str | None = None) -> Any:
+        """Explicit backend; else local when the local store has the endpoint (or the target job)."""
+        if self.explicit_backend:
+            return self.endpoints_backend(self.explicit_backend)
+        local = self.endpoints_backend("local")
+        if (endpoint and local.has_endpoint(endpoint)) or (target and self.backend("local").has_job(target)):
+            return local
+        return self.endpoints_backend()
+
+    def deploy(self, target: str, name: str | None = None, *, wait: bool = True, timeout: float | None = None,
+               progress: Callable[[str], None] | None = None, dry_run: bool = False, **options: Any) -> Any:
+        """Serve ``target`` (training job name, ``GROUP:VERSION``, ``GROUP`` or package ARN) as endpoint
+        ``name``; returns its :class:`~ftcloud.endpoints.base.EndpointStatus`. Registry versions must be
+        Approved. ``options``: :class:`~ftcloud.endpoints.sagemaker.DeployOptions` fields on SageMaker
+        (instance_type, serverless_memory, max_capacity, strategy, image, env, ...), ``env`` locally."""
+        return self._endpoints_for(target=target).deploy(
+            target, name, wait=wait, timeout=timeout, progress=progress, dry_run=dry_run, **options
+        )
+
+    def undeploy(self, endpoint: str) -> Any:
+        """Stop serving ``endpoint`` and delete what deploy created (never the job or registry entry)."""
+        return self._endpoints_for(endpoint).undeploy(endpoint)
+
+    def endpoints(self) -> list[Any]:
+        """Endpoints of the selected backend with their live state."""
+        return self.endpoints_backend().list()
+
+    def endpoint(self, endpoint: str) -> Any:
+        return self._endpoints_for(endpoint).describe(endpoint)
+
+    def invoke(self, endpoint: str, prompt: str | list[str] | None = None, *,
+               messages: list[dict[str, Any]] | None = None, parameters: Mapping[str, Any] | None = None,
+               adapter: str | None = None, stream: bool = False, payload: dict[str, Any] | None = None) -> Any:
+        """Ask ``endpoint``: a prompt (TGI shape) or chat ``messages``, or a ready ``payload``. Returns the
+        parsed response (``[{"generated_text": ...}]`` or a chat completion), or with ``stream`` an
+        iterator of text pieces. ``ftcloud.endpoints.generated_text(response)`` extracts the text."""
+        from ftcloud.endpoints.base import build_payload
+
+        if payload is None:
+            payload = build_payload(prompt, messages=messages, parameters=dict(parameters or {}), stream=stream)
+        return self._endpoints_for(endpoint).invoke(endpoint, payload, adapter=adapter, stream=stream)
+
     # ------------------------------------------------------------------ platform
     def platform(self, *, refresh: bool = True) -> Any:
         """The platform stack's outputs (a :class:`~ftcloud.platform.Platform`)."""
@@ -278,3 +380,52 @@ def load_job(path: str | os.PathLike, **overrides: Any) -> JobSpec:
 def spec_from(values: Mapping[str, Any]) -> JobSpec:
     """A validated :class:`JobSpec` from a nested mapping (the YAML layout)."""
     return JobSpec.from_dict(values).validate()
+
+
+def register(job: Any, group: str | None = None, *, description: str | None = None,
+             tags: Mapping[str, str] | None = None, image: str | None = None, **kwargs: Any) -> Any:
+    """Register a Completed job as a model version (PendingManualApproval); see :meth:`Client.register`."""
+    return _client(kwargs).register(job, group, description=description, tags=tags, image=image)
+
+
+def approve(ref: str, reason: str | None = None, **kwargs: Any) -> Any:
+    """Approve a model version: ``ARN``, ``GROUP:VERSION`` or ``GROUP`` (its latest)."""
+    return _client(kwargs).approve(ref, reason)
+
+
+def reject(ref: str, reason: str, **kwargs: Any) -> Any:
+    """Reject a model version with a reason."""
+    return _client(kwargs).reject(ref, reason)
+
+
+def versions(group: str | None = None, **kwargs: Any) -> list[Any]:
+    """Every version of a model group, oldest first."""
+    return _client(kwargs).versions(group)
+
+
+def model_version(ref: str, *, status: str | None = None, **kwargs: Any) -> Any:
+    """One model version by reference (``status="Approved"`` with ``GROUP``: its latest approved)."""
+    return _client(kwargs).model_version(ref, status=status)
+
+
+def deploy(target: str, name: str | None = None, *, wait: bool = True, dry_run: bool = False, **kwargs: Any) -> Any:
+    """Deploy a job, ``GROUP:VERSION``, ``GROUP`` or package ARN as an endpoint; see :meth:`Client.deploy`."""
+    client = _client(kwargs)
+    return client.deploy(target, name, wait=wait, dry_run=dry_run, **kwargs)
+
+
+def undeploy(endpoint: str, **kwargs: Any) -> Any:
+    """Delete an endpoint and what deploy created for it (never the job or the registry entry)."""
+    return _client(kwargs).undeploy(endpoint)
+
+
+def list_endpoints(**kwargs: Any) -> list[Any]:
+    """Endpoints of the selected backend with their live state. (Not ``ftcloud.endpoints``: that
+    name is the :mod:`ftcloud.endpoints` package.)"""
+    return _client(kwargs).endpoints()
+
+
+def invoke(endpoint: str, prompt: str | list[str] | None = None, **kwargs: Any) -> Any:
+    """Ask an endpoint; see :meth:`Client.invoke` (messages=, parameters=, adapter=, stream=, payload=)."""
+    client = _client(kwargs)
+    return client.invoke(endpoint, prompt, **kwargs)

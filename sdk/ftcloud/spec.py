@@ -14,7 +14,10 @@ Import-light: no torch, no boto3.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -27,7 +30,8 @@ OVERLENGTH_POLICIES = ("truncate", "drop", "error")
 BATCHING = ("auto", "padded", "length_grouped", "packed")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 OPTIMIZERS = ("auto", "adamw_torch", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "bf16_pure")
+COMPUTE_DTYPES = ("auto", "fp32", "fp16", "bf16")
 QUANT_TYPES = ("nf4", "fp4")
 QUANTIZATION = ("auto", "none", "4bit", "8bit")
 TRISTATE = ("auto", "true", "false")
@@ -47,13 +51,81 @@ class SpecError(ValueError):
         super().__init__(f"{where}{message}")
 
 
-def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, minimum: float | None = None):
-    meta = {"help": help}
+def _f(
+    default: Any,
+    help: str,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    *,
+    above: float | None = None,
+    below: float | None = None,
+    maximum: float | None = None,
+):
+    """A documented field. Bounds: ``minimum``/``maximum`` inclusive, ``above``/``below`` exclusive."""
+    meta: dict[str, Any] = {"help": help}
     if choices:
         meta["choices"] = choices
-    if minimum is not None:
-        meta["minimum"] = minimum
+    for key, bound in (("minimum", minimum), ("above", above), ("below", below), ("maximum", maximum)):
+        if bound is not None:
+            meta[key] = bound
     return field(default=default, metadata=meta)
+
+
+def bounds_problem(path: str, value: Any, meta: Mapping[str, Any]) -> str | None:
+    """Why a number breaks its field's bounds (``None`` when it is fine); shared with ``ftcloud.job``.
+
+    Every float must be finite: NaN passes every ``<`` comparison and would only fail mid-training.
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"'{path}' must be a finite number; got {value!r}."
+    low, low_open = (meta["above"], True) if "above" in meta else (meta.get("minimum"), False)
+    high, high_open = (meta["below"], True) if "below" in meta else (meta.get("maximum"), False)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not (too_low or too_high):
+        return None
+    if high is None:
+        allowed = f"{'>' if low_open else '>='} {low}"
+    elif low is None:
+        allowed = f"{'<' if high_open else '<='} {high}"
+    else:
+        allowed = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return f"'{path}' must be {allowed}; got {value!r}."
+
+
+def matches_any(key: str, patterns: tuple[str, ...]) -> bool:
+    """``key`` equals a pattern or matches its shell-style wildcard (``sagemaker_*``)."""
+    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+#: A Secrets Manager secret ARN (full, or partial without the 6-character suffix).
+SECRET_ARN_RE = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
+
+
+def secret_arn_problem(value: str, path: str) -> str | None:
+    """Why ``value`` is not a Secrets Manager ARN (``None`` when it is), never echoing the value:
+    a token pasted here would otherwise land in terminals, logs and CI output."""
+    if not value or SECRET_ARN_RE.match(value):
+        return None
+    if value.startswith("hf_"):
+        kind = "it looks like a Hugging Face token value; never pass the token itself"
+    elif value.startswith("arn:"):
+        service = value.split(":")[2] if value.count(":") >= 2 else ""
+        if service == "secretsmanager":
+            kind = "got a malformed Secrets Manager ARN"
+        elif re.fullmatch(r"[a-z0-9-]{1,30}", service):
+            kind = f"got an ARN of another service ('{service}')"
+        else:
+            kind = "got a malformed ARN"
+    else:
+        kind = f"got a {len(value)}-character value that is not an ARN (not shown: it may be a secret)"
+    return (
+        f"'{path}' must be the ARN of a Secrets Manager secret (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME); "
+        f"{kind}. Store the token with 'aws secretsmanager create-secret --name hf-token --secret-string ...' "
+        "and pass the ARN it prints."
+    )
 
 
 @dataclass
@@ -84,15 +156,15 @@ class TrainingSpec:
     per_device_train_batch_size: int = _f(4, "Samples per device per micro-batch.", minimum=1)
     gradient_accumulation_steps: int = _f(8, "Micro-batches per optimizer step.", minimum=1)
     learning_rate: float | None = _f(
-        None, "Peak learning rate. Default: 2e-5 for full fine-tuning, 2e-4 for adapters.", minimum=0
+        None, "Peak learning rate. Default: 2e-5 for full fine-tuning, 2e-4 for adapters.", above=0
     )
     lr_scheduler_type: str = _f("cosine", "Learning-rate schedule after warm-up.", SCHEDULERS)
-    warmup_ratio: float = _f(0.03, "Fraction of steps spent warming up the learning rate.", minimum=0)
+    warmup_ratio: float = _f(0.03, "Fraction of steps spent warming up the learning rate.", minimum=0, below=1)
     weight_decay: float = _f(0.0, "AdamW weight decay.", minimum=0)
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).", minimum=0)
     lora_r: int = _f(16, "LoRA rank.", minimum=1)
     lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).", minimum=1)
-    lora_dropout: float = _f(0.05, "Dropout on the LoRA path.", minimum=0)
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA path.", minimum=0, below=1)
     target_modules: str = _f(
         "all-linear", "Modules that get adapters: 'all-linear' or a comma-separated list of names."
     )
@@ -105,7 +177,8 @@ class TrainingSpec:
     bnb_4bit_quant_type: str = _f("nf4", "4-bit quantization data type (QLoRA).", QUANT_TYPES)
     bnb_4bit_use_double_quant: bool = _f(True, "Quantize the quantization constants too (QLoRA).")
     compute_dtype: str = _f(
-        "auto", "Compute dtype of quantized layers; auto picks bf16 where supported.", PRECISIONS
+        "auto", "Compute dtype of quantized layers; auto: the precision's (bf16/fp16 on GPUs, fp32 on CPU).",
+        COMPUTE_DTYPES,
     )
     optimizer: str = _f(
         "auto", "Optimizer. auto: paged_adamw_8bit for qlora, adamw_torch otherwise.", OPTIMIZERS
@@ -118,7 +191,8 @@ class TrainingSpec:
         "How samples become batches: padded (random order), length_grouped (similar lengths "
         "together, least padding without special kernels), packed (documents concatenated with "
         "per-document attention; fastest with flash-attention). auto: packed on CUDA with "
-        "flash-attention, length_grouped elsewhere.",
+        "flash-attention (flash-attn installed, Ampere or newer GPU, 16-bit precision; the image "
+        "does not ship it), length_grouped elsewhere.",
         BATCHING,
     )
     completion_only_loss: bool = _f(
@@ -127,11 +201,18 @@ class TrainingSpec:
     validation_split: float = _f(
         0.1, "Fraction of training rows held out for evaluation when no validation channel is given.", minimum=0
     )
-    seed: int = _f(42, "Random seed (data order, initialisation, held-out split).")
+    seed: int = _f(42, "Random seed (data order, initialisation, held-out split).", minimum=0, maximum=2**32 - 1)
     save_steps: int = _f(100, "Checkpoint every N optimizer steps (0: only at the end and on SIGTERM).", minimum=0)
     save_total_limit: int = _f(2, "Complete checkpoints kept in the checkpoint directory.", minimum=1)
     logging_steps: int = _f(10, "Print a metric line every N optimizer steps.", minimum=1)
-    precision: str = _f("auto", "Mixed precision: auto picks bf16/fp16 on GPUs, fp32 on CPU.", PRECISIONS)
+    precision: str = _f(
+        "auto",
+        "Mixed precision: bf16/fp16 run matmuls in 16-bit autocast over fp32 master weights (fp16 with "
+        "loss scaling; adapters keep the frozen base in 16-bit); auto picks bf16 on Ampere+ GPUs, fp16 "
+        "on older ones (T4, V100), fp32 on CPU. bf16_pure: weights and updates in bf16, no fp32 copy "
+        "(less memory; small updates round away).",
+        PRECISIONS,
+    )
     merge_adapter: bool = _f(
         False, "Also save the adapter merged into the base weights (model/merged) for plain serving."
     )
@@ -202,13 +283,14 @@ class TrainingSpec:
         """Build and validate a spec from strings (SageMaker) or native values (YAML, Python).
 
         Unknown keys raise :class:`SpecError` naming the key and the closest allowed one.
-        Keys in ``ignore`` (e.g. SageMaker's own ``sagemaker_*`` keys) are skipped.
+        Keys matching a pattern in ``ignore`` (shell-style: SageMaker's own ``sagemaker_*`` keys)
+        are skipped.
         """
         hints = typing.get_type_hints(cls)
         known = {f.name: f for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, raw in values.items():
-            if key in ignore or any(key.startswith(p) for p in ignore if p.endswith("*")):
+            if matches_any(key, ignore):
                 continue
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1)
@@ -235,9 +317,22 @@ class TrainingSpec:
                 raise SpecError(
                     f"'{f.name}' must be one of {', '.join(choices)}; got {value!r}.", f.name, source
                 )
-            minimum = f.metadata.get("minimum")
-            if minimum is not None and value is not None and value < minimum:
-                raise SpecError(f"'{f.name}' must be >= {minimum}; got {value!r}.", f.name, source)
+            problem = bounds_problem(f.name, value, f.metadata)
+            if problem:
+                raise SpecError(problem, f.name, source)
+        if self.target_modules.strip() != "all-linear" and not all(
+            m.strip() for m in self.target_modules.split(",")
+        ):
+            # PEFT would fail on (or silently match nothing with) an empty module name.
+            raise SpecError(
+                f"'target_modules' has an empty module name in {self.target_modules!r}: give 'all-linear' "
+                "or names separated by single commas, e.g. q_proj,v_proj.",
+                "target_modules",
+                source,
+            )
+        problem = secret_arn_problem(self.hf_token_secret_arn, "hf_token_secret_arn")
+        if problem:
+            raise SpecError(problem, "hf_token_secret_arn", source)
         if self.validation_split >= 1:
             raise SpecError(
                 f"'validation_split' must be below 1 (a fraction); got {self.validation_split}.",

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from ftcloud.contract import SERVE_ENV_DEFAULTS
+from ftcloud.registry.sagemaker import DEFAULT_INFERENCE_INSTANCE_TYPES, version_from_describe
 from infra.config import REPO_ROOT
 from tests.infra.test_workflow import definition
 
@@ -88,16 +90,41 @@ def test_a_successful_run(states):
         "ModelArtifacts": {
             "S3ModelArtifacts": "s3://artifacts/ftcloud/jobs/ftcloud-llama-sft-7/output/model.tar.gz"
         },
+        "FinalMetricDataList": [
+            {"MetricName": "train_loss", "Value": 1.5, "Timestamp": "2026-01-01T00:00:00Z"},
+            {"MetricName": "eval_loss", "Value": 0.75, "Timestamp": "2026-01-01T00:00:00Z"},
+        ],
     }
     (after_train,) = render((states["Train"]["Output"], states_binding(args, result=job)))
     assert after_train["training"]["modelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]
+    assert after_train["training"]["metrics"] == {"train_loss": 1.5, "eval_loss": 0.75}
 
     (register,) = render((states["Register"]["Arguments"], states_binding(after_train)))
-    assert (
-        register["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
-        == job["ModelArtifacts"]["S3ModelArtifacts"]
+    (container,) = register["InferenceSpecification"]["Containers"]
+    assert container == {
+        "Image": request["AlgorithmSpecification"]["TrainingImage"],  # serves what it trained
+        "ModelDataUrl": job["ModelArtifacts"]["S3ModelArtifacts"],
+        # No base model named and none in S3: the server reads adapter_config.json's.
+        "Environment": {k: v for k, v in SERVE_ENV_DEFAULTS.items() if v},
+    }
+    assert "dkr.ecr" in container["Image"]
+    assert register["InferenceSpecification"]["SupportedRealtimeInferenceInstanceTypes"] == list(
+        DEFAULT_INFERENCE_INSTANCE_TYPES
     )
-    assert register["CustomerMetadataProperties"]["trainingJobName"] == "ftcloud-llama-sft-7"
+    # The SDK's metadata keys, so 'ftcloud versions' shows workflow-registered versions the same way.
+    assert register["CustomerMetadataProperties"] == {
+        "ftcloud:training_job": "ftcloud-llama-sft-7",
+        "ftcloud:data": "s3://datasets/sft/train/",
+        "ftcloud:technique": "qlora",
+        "ftcloud:execution": CONTEXT["Execution"]["Id"],
+        "ftcloud:metric:eval_loss": "0.75",
+        "ftcloud:metric:train_loss": "1.5",
+    }
+    assert version_from_describe({
+        "ModelPackageGroupName": "ftcloud-models", "ModelPackageVersion": 4,
+        "InferenceSpecification": register["InferenceSpecification"],
+        "CustomerMetadataProperties": register["CustomerMetadataProperties"],
+    }).metrics == {"eval_loss": 0.75, "train_loss": 1.5}
     package = "arn:aws:sagemaker:us-east-1:123456789012:model-package/ftcloud-models/4"
     (after_register,) = render(
         (states["Register"]["Output"], states_binding(after_train, result={"ModelPackageArn": package}))
@@ -107,6 +134,62 @@ def test_a_successful_run(states):
     message = json.loads(notify["Message"])
     assert message["status"] == "SUCCEEDED" and message["modelPackageArn"] == package
     assert message["approve"].endswith(f"--model-package-arn {package}")
+
+
+def _registered(states, run_input: dict, job: dict | None = None) -> dict:
+    """The CreateModelPackage arguments the Register state renders after a Train state that returned ``job``."""
+    job = job or {
+        "TrainingJobName": "ftcloud-r",
+        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/ftcloud-r",
+        "ModelArtifacts": {"S3ModelArtifacts": "s3://artifacts/ftcloud/jobs/ftcloud-r/output/model.tar.gz"},
+    }
+    args = {**_defaults(states), **run_input}
+    (after_train,) = render((states["Train"]["Output"], states_binding(args, result=job)))
+    (register,) = render((states["Register"]["Arguments"], states_binding(after_train)))
+    return register
+
+
+def test_register_attaches_base_weights_from_s3(states):
+    digest = "0123456789abcdef0123456789abcdef"
+    register = _registered(states, {
+        "trainingJobName": "r",
+        "channels": {"train": f"s3://datasets/ftcloud/inputs/{digest}/", "model": "s3://datasets/base/llama/"},
+        "hyperParameters": {"technique": "qlora", "model": ""},
+    })
+    (container,) = register["InferenceSpecification"]["Containers"]
+    assert container["AdditionalModelDataSources"] == [{
+        "ChannelName": "base",
+        "S3DataSource": {"S3DataType": "S3Prefix", "CompressionType": "None", "S3Uri": "s3://datasets/base/llama/"},
+    }]
+    assert "FTCLOUD_BASE_MODEL" not in container["Environment"]
+    props = register["CustomerMetadataProperties"]
+    assert props["ftcloud:base_model"] == "s3://datasets/base/llama/"
+    assert props["ftcloud:data_content_hash"] == digest  # what the SDK's content-addressed upload names
+    assert "ftcloud:metric:eval_loss" not in props  # the job reported no metrics
+
+
+def test_register_names_a_model_id_base_and_full_weights_need_none(states):
+    by_id = _registered(states, {"trainingJobName": "r", "channels": {"train": "s3://d/t/"},
+                                 "hyperParameters": {"model": "meta-llama/Llama-3.2-1B"}})  # default technique: adapter
+    (container,) = by_id["InferenceSpecification"]["Containers"]
+    assert container["Environment"]["FTCLOUD_BASE_MODEL"] == "meta-llama/Llama-3.2-1B"
+    assert "AdditionalModelDataSources" not in container
+    assert by_id["CustomerMetadataProperties"]["ftcloud:base_model"] == "meta-llama/Llama-3.2-1B"
+    assert by_id["CustomerMetadataProperties"]["ftcloud:technique"] == "lora"
+
+    full = _registered(states, {"trainingJobName": "r", "channels": {"train": "s3://d/t/", "model": "s3://d/b/"},
+                                "hyperParameters": {"technique": "full", "model": "x/y (v2)"}})
+    (container,) = full["InferenceSpecification"]["Containers"]
+    assert "AdditionalModelDataSources" not in container and "FTCLOUD_BASE_MODEL" not in container["Environment"]
+
+
+def test_metadata_values_keep_sagemakers_alphabet_and_length(states):
+    long_uri = "s3://d/" + "k" * 300 + "/"
+    register = _registered(states, {"trainingJobName": "r", "channels": {"train": long_uri},
+                                    "hyperParameters": {"technique": "lora", "model": "org/m (v2),x"}})
+    props = register["CustomerMetadataProperties"]
+    assert props["ftcloud:data"] == long_uri[:256]
+    assert props["ftcloud:base_model"] == "org/m _v2__x"
 
 
 def test_a_single_channel_is_still_a_list(states):

@@ -123,3 +123,98 @@ def test_paths_in_a_job_file_are_relative_to_the_file(tmp_path, monkeypatch):
     assert spec.training.model == str(folder / "weights")
     hub = build_job_spec(config="project/job.yaml", overrides={"model": "org/model", "data": "x.jsonl"})
     assert hub.training.model == "org/model" and hub.data.train == "x.jsonl"  # flags: as typed
+
+
+# ---------------------------------------------------------------------- values that would fail later
+# Each was accepted at launch and failed only in the container (or at CreateTrainingJob): now the
+# spec refuses it, naming the field, whether it arrives by flag, YAML or as a hyperparameter string.
+FAILS_LATER = [
+    ("warmup_ratio", "1", "[0, 1)"),
+    ("warmup_ratio", "1.5", "[0, 1)"),
+    ("warmup_ratio", "-0.1", "[0, 1)"),
+    ("lora_dropout", "1.0", "[0, 1)"),
+    ("lora_dropout", "-0.05", "[0, 1)"),
+    ("seed", "-1", "[0, 4294967295]"),
+    ("seed", str(2**32), "[0, 4294967295]"),
+    ("learning_rate", "0", "> 0"),
+    ("learning_rate", "-1e-4", "> 0"),
+    ("learning_rate", "nan", "finite"),
+    ("learning_rate", "inf", "finite"),
+    ("max_grad_norm", "inf", "finite"),
+    ("num_train_epochs", "nan", "finite"),
+    ("target_modules", "q_proj,,v_proj", "empty module name"),
+    ("target_modules", " , ", "empty module name"),
+    ("target_modules", "", "empty module name"),
+]
+
+
+@pytest.mark.parametrize("key,value,why", FAILS_LATER)
+def test_values_that_would_fail_later_are_refused_at_validation(key, value, why):
+    with pytest.raises(SpecError) as info:
+        build_job_spec(overrides={"model": "m", "data": "d.jsonl"}, set_values=[f"{key}={value}"])
+    assert info.value.field in (key, f"training.{key}") and why in str(info.value)
+    with pytest.raises(SpecError) as info:
+        TrainingSpec.from_mapping({key: value})  # the container's path: SageMaker strings
+    assert info.value.field == key and why in str(info.value)
+
+
+def test_a_non_finite_value_set_in_python_is_refused():
+    with pytest.raises(SpecError, match="'learning_rate' must be a finite number"):
+        TrainingSpec(learning_rate=float("nan")).validate()
+
+
+def test_yaml_range_errors_point_at_the_line(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("training:\n  model: m\n  warmup_ratio: 1.2\n")
+    with pytest.raises(SpecError, match=r"job.yaml:3: 'training.warmup_ratio' must be in \[0, 1\)"):
+        build_job_spec(config=path)
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("warmup_ratio", "0"), ("warmup_ratio", "0.99"), ("lora_dropout", "0"), ("seed", "0"),
+     ("seed", str(2**32 - 1)), ("learning_rate", "1e-7"), ("target_modules", "q_proj, v_proj"),
+     ("target_modules", "all-linear")],
+)
+def test_edge_values_that_work_are_accepted(key, value):
+    build_job_spec(overrides={"model": "m", "data": "d.jsonl"}, set_values=[f"{key}={value}"])
+    TrainingSpec.from_mapping({key: value})
+
+
+@pytest.mark.parametrize(
+    "tags,why",
+    [({"team#1": "nlp"}, "'#'"), ({"team": "a;b"}, "';'"), ({"team": "x<y>"}, "'<'"), ({"": "x"}, "1-128"),
+     ({"k" * 129: "v"}, "1-128"), ({"k": "v" * 257}, "at most 256"), ({"aws:team": "x"}, "reserved"),
+     ({"AWS:team": "x"}, "reserved"), ({f"t{i}": "v" for i in range(49)}, "at most 48")],
+)
+def test_tags_sagemaker_would_reject_are_refused(tags, why):
+    with pytest.raises(SpecError) as info:
+        build_job_spec(overrides={"model": "m", "data": "d.jsonl", "tags": tags})
+    assert info.value.field == "tags" and why in str(info.value)
+
+
+def test_tags_sagemaker_accepts_pass():
+    tags = {"team": "nlp research", "cost-center": "a/b:c=d+e@f_g.h", "équipe": "données", "empty": "",
+            "k" * 128: "v" * 256}
+    assert build_job_spec(overrides={"model": "m", "data": "d.jsonl", "tags": tags}).tags == tags
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["hf_SECRETxyzSECRETxyzSECRET", "SECRETxyzSECRETxyzSECRETxyz", "Bearer SECRETxyz",
+     "arn:aws:ssm:us-east-1:123456789012:parameter/SECRETxyz", "arn:aws:secretsmanager:us-east-1:SECRETxyz",
+     "arn:SECRETxyz"],
+)
+def test_a_wrong_token_secret_arn_is_never_echoed(value):
+    with pytest.raises(SpecError) as info:
+        build_job_spec(overrides={"model": "m", "data": "d.jsonl", "hf_token_secret_arn": value})
+    assert info.value.field == "training.hf_token_secret_arn"
+    assert "SECRET" not in str(info.value) and "Secrets Manager" in str(info.value)
+    with pytest.raises(SpecError) as info:
+        TrainingSpec.from_mapping({"hf_token_secret_arn": value})  # the container and the workflow
+    assert info.value.field == "hf_token_secret_arn" and "SECRET" not in str(info.value)
+
+
+def test_a_secret_arn_is_accepted():
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:hf-token-AbCdEf"
+    assert build_job_spec(overrides={"hf_token_secret_arn": arn}).training.hf_token_secret_arn == arn

@@ -410,3 +410,29 @@ def test_explicit_platform_values_need_no_stack(moto_aws, train_file):
     req = sent[0]
     assert req["RoleArn"] == "arn:aws:iam::123456789012:role/r"
     assert "VpcConfig" not in req and "KmsKeyId" not in req["OutputDataConfig"]
+
+
+def test_explicit_hf_token_with_network_isolation_is_refused(platform_stack, train_file):
+    # The isolated container could only time out calling Secrets Manager; the model channel needs no token.
+    backend = make_backend()
+    sent = capture_requests(backend)
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:hf-token-AbCdEf"
+    spec = spec_for(train_file, network_isolation=True, model_data="s3://models/llama/", hf_token_secret_arn=arn)
+    for dry_run in (True, False):
+        with pytest.raises(SpecError, match="model channel") as info:
+            backend.launch(spec, dry_run=dry_run)
+        assert info.value.field == "training.hf_token_secret_arn" and "drop hf_token_secret_arn" in str(info.value)
+    assert sent == []
+    # Without isolation the same token is sent as given.
+    backend.launch(spec_for(train_file, name="tok-1", model_data="s3://models/llama/", hf_token_secret_arn=arn))
+    assert sent[0]["HyperParameters"]["hf_token_secret_arn"] == arn
+
+
+def test_platform_token_is_not_sent_to_an_isolated_job_and_says_so(platform_stack, train_file):
+    backend = make_backend()
+    sent = capture_requests(backend)
+    result = backend.launch(
+        spec_for(train_file, name="iso-tok", network_isolation=True, model_data="s3://models/llama/")
+    )
+    assert platform_stack.outputs[po.HF_TOKEN_SECRET_ARN] not in json.dumps(sent[0])
+    assert any("token secret is not passed" in n for n in result.notes)

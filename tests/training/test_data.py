@@ -125,7 +125,7 @@ def test_holdout_split_is_deterministic_and_disjoint():
     assert [r.source for r in split_holdout(rows, 0.1, seed=1)[1]] == [r.source for r in held]
 
 
-def test_reads_json_csv_and_reports_invalid_json(tmp_path):
+def test_reads_json_csv_and_names_rows(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps([{"text": "x"}, {"text": "y"}]))
     (tmp_path / "b.csv").write_text("prompt,completion\nhi,there\n")
     rows = read_rows(tmp_path, "train")
@@ -135,3 +135,54 @@ def test_reads_json_csv_and_reports_invalid_json(tmp_path):
     (empty / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="has no data files; found notes.txt"):
         read_rows(empty, "train")
+
+
+CHAT_ROW = {"messages": [{"role": "user", "content": "apple?"}, {"role": "assistant", "content": "red"}]}
+
+
+def test_json_files_are_one_document_pretty_printed_or_not(tmp_path, tokenizer):
+    (tmp_path / "a.json").write_text(json.dumps([CHAT_ROW, CHAT_ROW], indent=2))
+    (tmp_path / "b.json").write_text(json.dumps({"version": 1, "data": [CHAT_ROW]}, indent=2))
+    (tmp_path / "c.json").write_text(json.dumps(CHAT_ROW, indent=2))  # one row; its list is not rows
+    (tmp_path / "d.json").write_text(json.dumps(CHAT_ROW) + "\n\n" + json.dumps(CHAT_ROW) + "\n")  # JSONL
+    rows = read_rows(tmp_path, "train")
+    assert [r.source for r in rows] == [
+        "train/a.json[0]", "train/a.json[1]", 'train/b.json["data"][0]', "train/c.json",
+        "train/d.json:1", "train/d.json:3",
+    ]
+    assert all(r.data == CHAT_ROW for r in rows)
+    samples, report = build_split(rows, "train", TrainingSpec(), tokenizer)
+    assert report.data_format == "chat" and len(samples) == 6
+
+
+@pytest.mark.parametrize("name, text, error", [
+    # a pretty-printed array with a missing comma on line 4: file and line named
+    ("bad.json", '[\n  {"text": "x"},\n  {"text": "y"}\n  {"text": "z"}\n]\n',
+     r"train/bad.json:4: invalid JSON \(Expecting ',' delimiter"),
+    ("two.json", json.dumps({"train": [CHAT_ROW], "test": [CHAT_ROW]}, indent=2),
+     r"train/two.json: the JSON object \(keys \['test', 'train'\]\) is not a row .* has 2 lists"),
+    ("rows.json", json.dumps(CHAT_ROW, indent=2) + "\n" + json.dumps(CHAT_ROW, indent=2),
+     r"train/rows.json:1: invalid JSON .* goes on after its first value \(line 13\); nor is it JSON Lines"),
+    ("pretty.jsonl", json.dumps(CHAT_ROW, indent=2), r"train/pretty.jsonl:1: invalid JSON .* use the .json suffix"),
+    ("scalar.json", "42", r"train/scalar.json: expected an array of row objects, got a JSON int"),
+    ("items.json", json.dumps([CHAT_ROW, "oops"]), r"train/items.json\[1\]: expected a JSON object \(a row\), got str"),
+])
+def test_json_errors_name_file_and_line(tmp_path, name, text, error):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataError, match=error):
+        read_rows(tmp_path, "train")
+
+
+def test_truncated_sample_keeps_the_cut_without_eos_and_the_report_says_so(tokenizer):
+    """A cut is not an end: an EOS there would teach the model to stop mid-answer (at max_length)."""
+    long_answer = "red and round and sweet " * 20
+    rows = [Row({"prompt": "apple?", "completion": long_answer}, "t.jsonl:1"),
+            Row({"prompt": "apple?", "completion": "red"}, "t.jsonl:2")]
+    full = tokenize_row(rows[0], "prompt_completion", tokenizer, completion_only=True)
+    samples, report = build_split(rows, "train", TrainingSpec(max_length=24, overlength="truncate"), tokenizer)
+    cut, short = samples
+    assert report.truncated == 1 and cut["length"] == 24
+    assert cut["input_ids"] == full.input_ids[:24] and cut["labels"] == full.labels[:24]
+    assert tokenizer.eos_token_id not in cut["input_ids"] and cut["labels"][-1] != IGNORE_INDEX
+    assert short["input_ids"][-1] == tokenizer.eos_token_id == short["labels"][-1]  # what fits ends with EOS
+    assert "truncated samples end without EOS" in report.summary() and "t.jsonl:1" in report.summary()

@@ -9,9 +9,18 @@ Padding waste is the main cost of variable-length data. Three strategies:
   no special attention kernel is needed. Best measured choice on CPU (``bench/bench_training_throughput.py``).
 * ``packed``: samples are bin-packed (first-fit decreasing) into rows of at most
   ``max_length`` tokens; ``position_ids`` restart at every document and no attention mask is
-  passed, which transformers turns into per-document (block-diagonal) attention. Pays off with
-  variable-length kernels (flash-attention on a GPU); on CPU attention over a long packed row
-  is quadratic, so it is not the default there.
+  passed. What transformers 5 does with that depends on the attention kernel:
+
+  - ``flash_attention_2``: variable-length flash-attention (``flash_attn_varlen_func``, with
+    ``cu_seqlens`` found from the restarting positions), no mask at all - but only for a batch of
+    ONE row (``_is_packed_sequence``); with more rows it silently attends across documents. So the
+    micro-batch is flattened into one row (:class:`FlattenCollator`, padding-free).
+  - ``sdpa`` / ``eager``: ``masking_utils.find_packed_sequence_indices`` turns the positions into
+    a block-diagonal causal mask, materialised as a boolean (batch, 1, length, length) tensor per
+    forward: correct, but attention over a packed row stays quadratic in its length.
+
+  So packing is the ``auto`` choice only with flash-attention; measured on CPU, length-grouped
+  batches are faster without it (``bench/bench_training_throughput.py``).
 """
 
 from __future__ import annotations
@@ -21,10 +30,19 @@ from dataclasses import dataclass
 from ftcloud_train.data import IGNORE_INDEX
 
 
-def resolve_batching(requested: str, device_type: str, flash_attention: bool) -> str:
+def resolve_batching(requested: str, attention: str) -> str:
+    """``auto``: packed where the attention kernel runs packed rows as variable-length attention."""
     if requested != "auto":
         return requested
-    return "packed" if device_type == "cuda" and flash_attention else "length_grouped"
+    return "packed" if attention == "flash_attention_2" else "length_grouped"
+
+
+def make_collator(batching: str, attention: str, pad_token_id: int, device_type: str):
+    """Packed rows under flash-attention are flattened into one row; everything else is padded."""
+    if batching == "packed" and attention == "flash_attention_2":
+        return FlattenCollator()
+    # Tensor cores like sequence lengths that are multiples of 8.
+    return PadCollator(pad_token_id, multiple_of=8 if device_type == "cuda" else 1)
 
 
 def pack_samples(samples: list[dict], max_length: int) -> list[dict]:
@@ -81,3 +99,18 @@ class PadCollator:
             else:
                 batch["attention_mask"].append([1] * n + [0] * pad)
         return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+
+
+@dataclass
+class FlattenCollator:
+    """Concatenates a micro-batch of packed rows into a single row of shape (1, total tokens).
+
+    No padding: ``position_ids`` restart at every document, which is what transformers' flash-attention
+    path needs (batch size 1) to find the document boundaries and run variable-length attention.
+    """
+
+    def __call__(self, features: list[dict]):
+        import torch
+
+        batch = {key: [t for f in features for t in f[key]] for key in ("input_ids", "labels", "position_ids")}
+        return {k: torch.tensor([v], dtype=torch.long) for k, v in batch.items()}

@@ -1,7 +1,11 @@
 """Training data: read a channel, detect and validate its row format, tokenize with loss masks.
 
-Supported row formats (one JSON object per line in ``.jsonl``, or a ``.json`` list, ``.csv``,
-``.parquet``):
+Files: ``.jsonl`` holds one JSON object per line. ``.json`` holds one JSON document, pretty-printed
+or not: an array of row objects, a single row object, or an object with exactly one list of rows
+(``{"data": [...]}``); a ``.json`` file that is JSON Lines after all (one object per line) is read
+as such. ``.csv`` and ``.parquet`` hold one row per record.
+
+Supported row formats:
 
 * ``chat``: ``{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}``
 * ``alpaca``: ``{"instruction": ..., "input": ..., "output": ...}`` (``input`` optional)
@@ -10,8 +14,11 @@ Supported row formats (one JSON object per line in ``.jsonl``, or a ``.json`` li
 
 Chat and alpaca rows go through the tokenizer's chat template; the loss covers only the
 assistant / completion tokens (``completion_only_loss``), and every sample ends with EOS so
-the fine-tuned model learns to stop. Tokenization happens in memory on every run: there is
-no on-disk preprocessing cache to go stale.
+the fine-tuned model learns to stop, except one that ``overlength=truncate`` cuts: it keeps its
+first ``max_length`` tokens and no EOS, because an EOS at an arbitrary cut would teach the model
+to stop mid-answer (and, as the cut always falls at ``max_length``, to stop by length). Such
+samples are counted and named in the data report. Tokenization happens in memory on every run:
+there is no on-disk preprocessing cache to go stale.
 
 Why no stopword removal, stemming or SMOTE (which classic NLP guides recommend): an LLM is
 trained on natural text and must generate natural text; removing words teaches it to write
@@ -75,6 +82,7 @@ class DataReport:
             f"{self.tokens} tokens ({self.target_tokens} trained on); over max_length={self.max_length}: "
             f"{self.truncated} truncated, {self.dropped_overlength} dropped; "
             f"{self.dropped_no_target} dropped with no completion tokens; longest row {self.longest} tokens"
+            + (" (truncated samples end without EOS: they do not teach stopping)" if self.truncated else "")
             + (f" (e.g. {', '.join(self.examples)})" if self.examples else "")
         )
 
@@ -110,32 +118,10 @@ def read_rows(directory: Path, channel: str) -> list[Row]:
 
 def _read_file(path: Path, label: str) -> Iterable[Row]:
     suffix = path.suffix.lower()
-    if suffix == ".jsonl" or (suffix == ".json" and _looks_like_jsonl(path)):
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(
-                        f"{label}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno}). "
-                        "Each line must be one JSON object."
-                    ) from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{label}:{lineno}: expected a JSON object, got {type(obj).__name__}.")
-                yield Row(obj, f"{label}:{lineno}")
+    if suffix == ".jsonl":
+        yield from _read_json_lines(path, label)
     elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{label}:{exc.lineno}: invalid JSON ({exc.msg}).") from None
-        if isinstance(data, dict):
-            data = next((v for v in data.values() if isinstance(v, list)), None) or [data]
-        for i, obj in enumerate(data):
-            if not isinstance(obj, dict):
-                raise DataError(f"{label}: item {i}: expected a JSON object, got {type(obj).__name__}.")
-            yield Row(obj, f"{label}[{i}]")
+        yield from _read_json_document(path, label)
     elif suffix == ".csv":
         with path.open(encoding="utf-8", newline="") as fh:
             for lineno, obj in enumerate(csv.DictReader(fh), 2):
@@ -147,10 +133,61 @@ def _read_file(path: Path, label: str) -> Iterable[Row]:
             yield Row(obj, f"{label}[{i}]")
 
 
-def _looks_like_jsonl(path: Path) -> bool:
-    with path.open(encoding="utf-8") as fh:
-        head = fh.read(1).lstrip()
-    return head == "{"
+def _read_json_lines(path: Path, label: str, not_one_document_at: int | None = None) -> Iterable[Row]:
+    with path.open(encoding="utf-8-sig") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if not_one_document_at is None:
+                    hint = ("Each line of a .jsonl file must be one JSON object; "
+                            "for a pretty-printed file use the .json suffix.")
+                else:
+                    hint = (f"A .json file must be one JSON document (an array of rows, one row, or an object "
+                            f"with one list of rows), but this one goes on after its first value "
+                            f"(line {not_one_document_at}); nor is it JSON Lines (one object per line).")
+                raise DataError(f"{label}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno}). {hint}") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{label}:{lineno}: expected a JSON object, got {type(obj).__name__}.")
+            yield Row(obj, f"{label}:{lineno}")
+
+
+def _read_json_document(path: Path, label: str) -> Iterable[Row]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # more than one value: JSON Lines saved under .json
+            yield from _read_json_lines(path, label, not_one_document_at=exc.lineno)
+            return
+        raise DataError(f"{label}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno}).") from None
+    if isinstance(data, dict) and not _is_row(data):
+        lists = [key for key, value in data.items() if isinstance(value, list)]
+        if len(lists) != 1:
+            raise DataError(
+                f"{label}: the JSON object (keys {sorted(data)}) is not a row (no format's keys: "
+                + "; ".join(f"{fmt} ({', '.join(keys)})" for fmt, keys in FORMAT_KEYS.items())
+                + f") and has {len(lists)} lists instead of exactly one list of rows. "
+                "Make the file an array of rows, or an object whose one list holds the rows."
+            )
+        prefix = f"{label}[{json.dumps(lists[0])}]"
+        entries = [(f"{prefix}[{i}]", obj) for i, obj in enumerate(data[lists[0]])]
+    elif isinstance(data, dict):
+        entries = [(label, data)]
+    elif isinstance(data, list):
+        entries = [(f"{label}[{i}]", obj) for i, obj in enumerate(data)]
+    else:
+        raise DataError(f"{label}: expected an array of row objects, got a JSON {type(data).__name__}.")
+    for source, obj in entries:
+        if not isinstance(obj, dict):
+            raise DataError(f"{source}: expected a JSON object (a row), got {type(obj).__name__}.")
+        yield Row(obj, source)
+
+
+def _is_row(obj: dict) -> bool:
+    """A row of some format (``{"messages": [...]}`` is a row, not a wrapper of rows)."""
+    return any(all(k in obj for k in keys) for keys in FORMAT_KEYS.values())
 
 
 # ---------------------------------------------------------------------- formats

@@ -1,4 +1,4 @@
-"""Container entrypoint: ``train`` (SageMaker training contract) and ``serve``.
+"""Container entrypoint: ``train`` (SageMaker training contract) and ``serve`` (its endpoint contract).
 
 SageMaker runs ``docker run IMAGE train``; locally, ``python -m ftcloud_train train`` with
 ``FTCLOUD_ML_ROOT`` pointing at a directory laid out like ``/opt/ml``. On any failure the
@@ -56,5 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         if int(os.environ.get("RANK", "0")) == 0 or not paths.failure_file.exists():
             write_failure(paths, message)
         return 1
-    print(f"usage: python -m ftcloud_train [train|serve]; got {command!r}", file=sys.stderr)
+    if command == "serve":
+        from ftcloud_train.serving.server import main as serve  # imports nothing heavy before binding
+
+        return serve(argv[1:])
+    # Echo every argument so a wrong dispatch is visible in the log.
+    print(f"usage: python -m ftcloud_train train|serve; got {' '.join(argv)!r}", file=sys.stderr)
     return 2

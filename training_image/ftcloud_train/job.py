@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftcloud.contract import CHANNELS, ContainerPaths
 from ftcloud.spec import TrainingSpec
 
-#: Keys SageMaker itself may add to hyperparameters.json (HPO adds the objective metric).
+#: Shell-style patterns of keys that SageMaker and its SDKs add to hyperparameters.json: automatic
+#: model tuning adds ``_tuning_objective_metric``; the SageMaker Python SDK adds ``sagemaker_program``,
+#: ``sagemaker_region``, ``sagemaker_job_name``, ``sagemaker_container_log_level``... They are skipped
+#: (and logged); any other unknown key is still refused, so a typo never trains with a default.
 IGNORED_HYPERPARAMETERS = ("sagemaker_*", "_*")
 
 
@@ -23,6 +26,9 @@ class JobContext:
     spec: TrainingSpec
     hosts: list[str]
     current_host: str
+    #: ``resourceconfig.json`` as SageMaker wrote it (``current_instance_type``,
+    #: ``network_interface_name``, ``instance_groups``...); empty when there is none.
+    resource_config: dict = field(default_factory=dict)
 
     @property
     def node_rank(self) -> int:
@@ -46,9 +52,14 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def load_job(paths: ContainerPaths) -> JobContext:
-    from ftcloud.spec import SpecError
+    from ftcloud.spec import SpecError, matches_any
 
     raw = _read_json(paths.hyperparameters, "hyperparameters")
+    ignored = sorted(k for k in raw if matches_any(k, IGNORED_HYPERPARAMETERS))
+    if ignored:
+        from ftcloud_train.report import log
+
+        log(f"ignored hyperparameters added by SageMaker: {', '.join(ignored)}")
     try:
         spec = TrainingSpec.from_mapping(raw, source=str(paths.hyperparameters), ignore=IGNORED_HYPERPARAMETERS)
     except SpecError as exc:
@@ -64,4 +75,4 @@ def load_job(paths: ContainerPaths) -> JobContext:
             f"{paths.input_data_config}: unknown channel(s) {', '.join(unknown)}; "
             f"allowed: {', '.join(CHANNELS)} (train is required)."
         )
-    return JobContext(paths=paths, spec=spec, hosts=hosts, current_host=current)
+    return JobContext(paths=paths, spec=spec, hosts=hosts, current_host=current, resource_config=resources)

@@ -2,14 +2,16 @@
 
 Read top to bottom, :func:`run` is the whole training story:
 
-1. device and precision (bf16 / fp16 on GPUs, fp32 on CPU);
+1. device, precision plan (fp32 master weights, bf16 / fp16 autocast on GPUs, fp32 on CPU) and
+   attention kernel (flash-attention where installed on Ampere+, else SDPA);
 2. tokenizer and data: format detection, chat template, completion-only labels, EOS,
    the over-length policy and its counts, a held-out split when there is no validation channel;
-3. batching: length-grouped (default off-GPU) or packed with per-document attention;
+3. batching: length-grouped (default without flash-attention) or packed with per-document attention;
 4. model: the base (4-bit NF4 + double quantization for QLoRA), k-bit preparation, gradient
    checkpointing, then the adapter (LoRA / DoRA) - the technique is data, not a second loop;
 5. the Hugging Face Trainer, with the paged 8-bit optimizer for QLoRA, DDP under torchrun;
-6. resume from the newest *complete* checkpoint; checkpoints every ``save_steps`` and on SIGTERM;
+6. resume from the newest checkpoint whose files match its manifest and that loads (one that does
+   not is set aside, the previous one is used); checkpoints every ``save_steps`` and on SIGTERM;
 7. evaluation (loss, perplexity), then artifacts: adapter or full weights, tokenizer with its
    chat template, generation config, the resolved spec, ``metrics.json``, ``loss.png``.
 
@@ -18,9 +20,9 @@ Knobs: every field of :class:`ftcloud.spec.TrainingSpec` (see its help texts).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,45 +30,25 @@ from pathlib import Path
 
 from ftcloud.contract import EXIT_STOPPED
 from ftcloud_train import checkpoints
-from ftcloud_train.batching import PadCollator, pack_samples, resolve_batching
+from ftcloud_train.batching import make_collator, pack_samples, resolve_batching
 from ftcloud_train.data import DataError, build_split, read_rows, split_holdout
 from ftcloud_train.job import JobContext, UserError
 from ftcloud_train.modeling import (
     Device,
+    PrecisionPlan,
+    attention_implementation,
     count_parameters,
+    flash_attention_installed,
     load_model,
     load_tokenizer,
+    merge_eos_token_ids,
+    precision_plan,
     resolve_hf_token,
     resolve_model_source,
-    resolve_precision,
     save_merged,
 )
 from ftcloud_train.report import emit_metrics, log, plot_loss, write_json_atomic
-
-
-# ---------------------------------------------------------------------------- stop requests
-class StopRequest:
-    """Set by SIGTERM (SageMaker stop, spot interruption); all ranks agree before acting."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-
-    def agreed(self) -> bool:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            import torch
-
-            flag = torch.tensor([1 if self.requested else 0])
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            self.requested = bool(flag.item())
-        return self.requested
+from ftcloud_train.stopping import StopRequest
 
 
 def _callback_class():
@@ -163,16 +145,8 @@ def prepare_data(ctx: JobContext, tokenizer):
     return train, evals, [r.to_dict() for r in (train_report, eval_report) if r is not None]
 
 
-def flash_attention_available() -> bool:
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # ---------------------------------------------------------------------------- trainer
-def training_arguments(ctx: JobContext, device: Device, precision: str, batching: str):
+def training_arguments(ctx: JobContext, device: Device, plan: PrecisionPlan, batching: str):
     from transformers import TrainingArguments
 
     spec = ctx.spec
@@ -196,8 +170,9 @@ def training_arguments(ctx: JobContext, device: Device, precision: str, batching
         weight_decay=spec.weight_decay,
         max_grad_norm=spec.max_grad_norm,
         optim=spec.resolved_optimizer,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
+        # Autocast (and the fp16 loss scaler) from the plan; the weights' dtypes come from load_model.
+        bf16=plan.trainer_bf16,
+        fp16=plan.trainer_fp16,
         use_cpu=device.type == "cpu",
         logging_steps=spec.logging_steps,
         logging_first_step=True,
@@ -230,26 +205,38 @@ def run(ctx: JobContext) -> int:
     stop.install()
     started = time.perf_counter()
 
-    # 1. device and precision
+    # 1. device, precision plan and attention kernel
     device = Device.detect()
-    precision = resolve_precision(spec.precision, device)
-    resolve_hf_token(spec.hf_token_secret_arn)
+    plan = precision_plan(
+        device.capability, spec.technique, spec.precision, spec.resolved_quantization, spec.compute_dtype
+    )
+    precision = plan.precision
+    attention = attention_implementation(device.capability, flash_attention_installed(), plan.compute_dtype)
+    resolve_hf_token(spec.hf_token_secret_arn, model_channel=ctx.channel("model"))
     source = resolve_model_source(ctx)
-    log(f"technique={spec.technique} model={source} device={device.type} x{device.world_size} precision={precision}")
+    log(
+        f"technique={spec.technique} model={source} device={device.type} x{device.world_size} precision={precision}"
+        f" (weights {plan.load_dtype}, trainable {plan.trainable_dtype}, autocast {plan.autocast_dtype or 'off'})"
+    )
 
     # 2. tokenizer and data
     tokenizer = load_tokenizer(source, spec.trust_remote_code)
     train, evals, data_reports = prepare_data(ctx, tokenizer)
 
     # 3. batching
-    batching = resolve_batching(spec.batching, device.type, flash_attention_available())
+    batching = resolve_batching(spec.batching, attention)
+    if batching == "packed" and attention != "flash_attention_2":
+        log("batching=packed without flash-attention: every forward builds a (rows, length, length) "
+            "block-diagonal mask; length_grouped is usually faster")
     if batching == "packed":
         train = pack_samples(train, spec.max_length)
         evals = pack_samples(evals, spec.max_length) if evals else evals
     log(f"batching={batching}: {len(train)} training rows, {len(evals)} evaluation rows")
 
     # 4. model and technique
-    model = load_model(source, spec, device, precision)
+    model = load_model(source, spec, device, plan, attention)
+    attention = model.config._attn_implementation  # what really runs (a fallback may have happened)
+    log(f"attention={attention}")
     trainable, total = count_parameters(model)
     log(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f}%)")
 
@@ -258,10 +245,10 @@ def run(ctx: JobContext) -> int:
     callback = _callback_class()(stop=stop, checkpoint_dir=paths.checkpoint_dir, keep=spec.save_total_limit)
     trainer = Trainer(
         model=model,
-        args=training_arguments(ctx, device, precision, batching),
+        args=training_arguments(ctx, device, plan, batching),
         train_dataset=train,
         eval_dataset=evals or None,
-        data_collator=PadCollator(tokenizer.pad_token_id, multiple_of=8 if device.type == "cuda" else 1),
+        data_collator=make_collator(batching, attention, tokenizer.pad_token_id, device.type),
         processing_class=tokenizer,
         callbacks=[callback],
     )
@@ -269,18 +256,30 @@ def run(ctx: JobContext) -> int:
 
     trainer.remove_callback(PrinterCallback)  # metric lines replace its raw dict prints
 
-    # 6. resume from the newest complete checkpoint (this host's copy), then train
+    # 6. resume from the newest checkpoint whose files match its manifest and open (each host checks
+    #    its own copy, which SageMaker restored from S3 file by file; all hosts agree on the step)
     if device.local_rank == 0:
-        for path in checkpoints.discard_incomplete(paths.checkpoint_dir):
-            log(f"discarded incomplete checkpoint {path.name} (a save was interrupted)")
+        for note in checkpoints.sort_out(paths.checkpoint_dir):
+            log(note)
     _barrier()
-    resume = checkpoints.latest_complete(paths.checkpoint_dir)
+    resume = checkpoints.agreed_latest(paths.checkpoint_dir)
     if resume is not None:
         log(f"resuming from {resume.name}")
-    if stop.requested:
+    if stop.agreed():  # all ranks together: one that trained on alone would wait in a collective
         log("SIGTERM received before training started: nothing to checkpoint")
         return EXIT_STOPPED
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except Exception as exc:
+        # It opened but did not load (e.g. optimizer state that does not fit the model): set it aside
+        # so no retry trips on it again, then start over, which resumes from the previous one.
+        bad = checkpoints.set_aside_if_unloadable(resume, exc) if device.local_rank == 0 else None
+        if bad is None:
+            raise  # a training failure, not a checkpoint one
+        log(f"{resume.name} failed to load ({type(exc).__name__}: {str(exc)[:300]}); set aside as {bad.name}")
+        if device.world_size > 1:
+            raise  # ranks may sit in different collectives: the next start resumes from the previous one
+        _start_over()
     if stop.requested and trainer.state.global_step < trainer.state.max_steps:  # a late SIGTERM still saves
         log(f"stopped at step {trainer.state.global_step}; resume by starting the job again")
         return EXIT_STOPPED
@@ -297,15 +296,33 @@ def run(ctx: JobContext) -> int:
         "resumed_from": resume.name if resume else None,
         "batching": batching,
         "precision": precision,
+        "peak_gpu_memory_bytes": _peak_gpu_memory_bytes(device),  # the training peak, before evaluation
         "data": data_reports,
     }
     if evals:
         eval_loss = trainer.evaluate()["eval_loss"]
         metrics.update(eval_loss=eval_loss, eval_perplexity=_perplexity(eval_loss))
     if device.is_main:
-        save_artifacts(ctx, trainer, tokenizer, source, precision, batching, metrics, callback.history, started)
+        save_artifacts(ctx, trainer, tokenizer, source, plan, batching, metrics, callback.history, started)
     _barrier()
     return 0
+
+
+def _start_over() -> None:
+    """Run the entrypoint again in this process (same pid): a fresh model, optimizer and Trainer,
+    with none of the state a half-finished load left behind."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "ftcloud_train", *sys.argv[1:]])
+
+
+def _peak_gpu_memory_bytes(device: Device) -> int | None:
+    """This process's peak allocated GPU memory (what bench/gpu_check.py reports); None off-GPU."""
+    if device.type != "cuda":
+        return None
+    import torch
+
+    return int(torch.cuda.max_memory_allocated())
 
 
 def _barrier() -> None:
@@ -315,17 +332,18 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def save_artifacts(ctx, trainer, tokenizer, source, precision, batching, metrics, history, started) -> None:
+def save_artifacts(ctx, trainer, tokenizer, source, plan, batching, metrics, history, started) -> None:
     spec, model_dir = ctx.spec, ctx.paths.model_dir
     trainer.save_model(str(model_dir))  # adapter for lora/qlora/dora, full weights for full
     tokenizer.save_pretrained(str(model_dir))
     generation = trainer.model.generation_config if hasattr(trainer.model, "generation_config") else None
     if generation is not None:
-        generation.eos_token_id = tokenizer.eos_token_id
+        # Keep every EOS id the model stops on (Llama 3: end of text and end of turn), add the tokenizer's.
+        generation.eos_token_id = merge_eos_token_ids(generation.eos_token_id, tokenizer.eos_token_id)
         generation.pad_token_id = tokenizer.pad_token_id
         generation.save_pretrained(str(model_dir))
     if spec.merge_adapter:
-        save_merged(source, model_dir, model_dir / "merged", precision, spec.trust_remote_code)
+        save_merged(source, model_dir, model_dir / "merged", plan.load_dtype, spec.trust_remote_code)
         tokenizer.save_pretrained(str(model_dir / "merged"))
         log("merged adapter into the base weights: model/merged")
     resolved = {
@@ -337,7 +355,9 @@ def save_artifacts(ctx, trainer, tokenizer, source, precision, batching, metrics
             "quantization": spec.resolved_quantization,
             "gradient_checkpointing": spec.resolved_gradient_checkpointing,
             "batching": batching,
-            "precision": precision,
+            "precision": plan.precision,
+            "precision_plan": dataclasses.asdict(plan),
+            "attention": trainer.model.config._attn_implementation,
         },
     }
     write_json_atomic(model_dir / "ftcloud_spec.json", resolved)

@@ -158,8 +158,7 @@ class Backend(abc.ABC):
 
         raise UsageError(
             f"'{self.name}' jobs cannot be resumed in place.",
-            hint="On SageMaker, spot interruptions resume by themselves from the job's S3 checkpoints; "
-            "to continue a stopped job, launch a new one.",
+            hint="Only the local and sagemaker backends can resume jobs.",
         )
 
     def has_job(self, name: str) -> bool:

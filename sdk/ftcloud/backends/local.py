@@ -7,14 +7,46 @@ Each job gets a directory in the local job store (``$FTCLOUD_HOME/jobs/<name>``)
     ml/               the SageMaker-style tree the entrypoint reads (FTCLOUD_ML_ROOT)
     logs/algo-1.log   output lines as JSON: {"t": epoch ms, "m": text}
     stop_requested    present once ``ftcloud stop`` ran
+    runner.pid        pid of the runner, written by the process that spawned it
+    job.lock          flock()ed by whoever may write ``ml/``: one runner and its trainer
 
 A small detached runner (:mod:`ftcloud.backends.local_runner`) owns the training process, so
 ``jobs``, ``status``, ``logs`` and ``stop`` work from any later invocation. ``stop`` sends
 SIGTERM, which the entrypoint answers by writing a checkpoint.
+
+States (``status`` / ``secondary_status``) and who moves them::
+
+    from                event                                         to                          written by
+    ------------------  --------------------------------------------  --------------------------  ----------
+    -                   launch / resume (lock taken)                  InProgress / Starting       backend
+    Starting            stop_requested seen before the trainer runs   Stopped (trainer never ran) runner
+    Starting            trainer started                               InProgress / Training       runner
+    Training            trainer exits 0 (even after a stop request)   Completed                   runner
+    Training            trainer exits 143 (EXIT_STOPPED) or -SIGTERM  Stopped                     runner
+    Training            any other exit, stop requested or not         Failed (+ container reason) runner
+    any                 the runner itself raises                      Failed ("local runner       runner
+                                                                      failed: ...")
+    not terminal        runner gone, no final state recorded          Failed ("runner exited      status()
+                                                                      unexpectedly")
+    Stopped / Failed    resume while job.lock is held                 refused (UsageError)        backend
+
+Two guarantees hold the table true:
+
+* ``stop`` writes ``stop_requested`` first and signals the runner only once the runner has put
+  its pid in ``state.json`` (after installing its SIGTERM handler); the runner reads
+  ``stop_requested`` after that, so a stop at any moment takes effect.
+* ``job.lock`` is taken by the backend before it spawns a runner and inherited by the runner and
+  the trainer, so it is held while either lives. On Linux the trainer also gets SIGTERM when its
+  runner dies (``PR_SET_PDEATHSIG``) and exits instead of training unsupervised; its output pipe
+  died with the runner, so ``resume`` continues from the last checkpoint it completed, not from
+  one taken at that moment. Elsewhere (macOS) it may outlive a killed runner; the lock then keeps
+  ``resume`` out until it exits.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -33,6 +65,7 @@ from ftcloud.job import new_job_name
 from ftcloud.spec import SpecError
 
 HOST = "algo-1"
+LOCK_FILE = "job.lock"
 
 
 def jobs_root() -> Path:
@@ -50,6 +83,36 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return {}
+
+
+class JobLockedError(UsageError):
+    """Another runner or trainer holds the job's lock: starting one more would share ``ml/``."""
+
+
+def lock_job_dir(job_dir: Path) -> int:
+    """Take the job's exclusive lock without waiting; return its (inheritable) file descriptor.
+
+    The lock lives as long as any process holding a copy of the descriptor, so passing it to the
+    runner and on to the trainer keeps it held until the last of them exits.
+    """
+    fd = os.open(job_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        state = read_json(job_dir / "state.json")
+        holders = ", ".join(
+            f"{what} pid {state[key]}" for key, what in (("runner_pid", "runner"), ("child_pid", "trainer"))
+            if state.get(key) and _job_process_running(job_dir, int(state[key]))
+        )
+        raise JobLockedError(
+            f"Job '{job_dir.name}' is still held by a running process ({holders or 'pid unknown'}): "
+            f"{job_dir / LOCK_FILE} is locked, and a second trainer would write the same checkpoints.",
+            hint=f"Stop it with 'ftcloud stop {job_dir.name}', or wait for that process to exit, then retry.",
+        ) from None
+    return fd
 
 
 class LocalBackend(Backend):
@@ -124,7 +187,7 @@ class LocalBackend(Backend):
             ) from None
         try:
             self._prepare(job_dir, spec, name, channels, hyperparameters)
-            self._spawn(job_dir)
+            self._spawn(job_dir, lock_job_dir(job_dir))
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)  # leave nothing half-made behind
             raise
@@ -163,20 +226,22 @@ class LocalBackend(Backend):
             },
         )
 
-    def _spawn(self, job_dir: Path) -> None:
-        runner_log = open(job_dir / "logs" / "runner.log", "ab")  # noqa: SIM115 - handed to the child
+    def _spawn(self, job_dir: Path, lock_fd: int) -> None:
+        """Start the runner and hand it ``lock_fd`` (taken by :func:`lock_job_dir`); ours is closed."""
         try:
-            proc = subprocess.Popen(
-                [self.python, "-m", "ftcloud.backends.local_runner", str(job_dir)],
-                stdin=subprocess.DEVNULL,
-                stdout=runner_log,
-                stderr=subprocess.STDOUT,
-                cwd=str(job_dir),
-                start_new_session=True,  # Ctrl-C in the launching terminal must not kill the job
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+            with open(job_dir / "logs" / "runner.log", "ab") as runner_log:
+                proc = subprocess.Popen(
+                    [self.python, "-m", "ftcloud.backends.local_runner", str(job_dir), f"--lock-fd={lock_fd}"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=runner_log,
+                    stderr=subprocess.STDOUT,
+                    cwd=str(job_dir),
+                    start_new_session=True,  # Ctrl-C in the launching terminal must not kill the job
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    pass_fds=(lock_fd,),
+                )
         finally:
-            runner_log.close()
+            os.close(lock_fd)  # the runner holds the lock now (or nobody does, if it failed to start)
         (job_dir / "runner.pid").write_text(str(proc.pid))
 
     # ------------------------------------------------------------------ status
@@ -217,9 +282,15 @@ class LocalBackend(Backend):
                 return self.status(name)
             status.status = "Failed"
             status.secondary_status = "Failed"
+            trainer = state.get("child_pid")
+            still = (
+                f" Its training process (pid {trainer}) is still exiting; resume waits for it."
+                if trainer and _job_process_running(job_dir, int(trainer)) else ""
+            )
             status.failure_reason = (
-                "The local runner process is gone without recording an exit (machine restart or kill -9?). "
-                f"See {job_dir / 'logs' / 'runner.log'}."
+                "The local runner exited unexpectedly (killed, or the machine restarted) without recording "
+                f"how training ended.{still} Continue from the last checkpoint with 'ftcloud resume {name}'; "
+                f"see {job_dir / 'logs' / 'runner.log'}."
             )
         status.metrics = self._latest_metrics(job_dir)
         return status
@@ -302,12 +373,14 @@ class LocalBackend(Backend):
         if status.terminal:
             return status
         job_dir = self.job_dir(name)
+        # The file first: a runner that has not announced itself yet reads it before training.
         (job_dir / "stop_requested").write_text(str(time.time()))
-        try:
-            pid = int((job_dir / "runner.pid").read_text())
-            os.kill(pid, signal.SIGTERM)  # the runner forwards it to the training process
-        except (OSError, ValueError):
-            pass
+        runner_pid = read_json(job_dir / "state.json").get("runner_pid")
+        if runner_pid:  # announced only once its SIGTERM handler is installed
+            try:
+                os.kill(int(runner_pid), signal.SIGTERM)  # the runner forwards it to the training process
+            except (OSError, ValueError):
+                pass
         status.status = "Stopping"
         status.secondary_status = "Stopping"
         return status
@@ -324,11 +397,22 @@ class LocalBackend(Backend):
                 hint=f"Follow it with 'ftcloud logs {name} --follow'." if not status.terminal else None,
             )
         job_dir = self.job_dir(name)
+        # Before touching anything: a trainer that outlived its runner may still be writing ml/.
+        lock_fd = lock_job_dir(job_dir)
+        try:
+            self._reset_for_resume(job_dir)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        self._spawn(job_dir, lock_fd)
+        return self.status(name)
+
+    def _reset_for_resume(self, job_dir: Path) -> None:
         paths = ContainerPaths(job_dir / "ml")
         paths.failure_file.unlink(missing_ok=True)  # the old reason must not outlive the retry
         (job_dir / "stop_requested").unlink(missing_ok=True)
         state = read_json(job_dir / "state.json")
-        for key in ("exit_code", "failure_reason", "ended"):
+        for key in ("exit_code", "failure_reason", "ended", "runner_pid", "child_pid"):
             state.pop(key, None)
         now = time.time()
         state["status"] = "InProgress"
@@ -337,8 +421,23 @@ class LocalBackend(Backend):
             {"status": "Starting", "start": now, "message": "Resuming from the newest complete checkpoint"}
         )
         write_json_atomic(job_dir / "state.json", state)
-        self._spawn(job_dir)
-        return self.status(name)
+
+
+def _job_process_running(job_dir: Path, pid: int) -> bool:
+    """Whether ``pid`` is a live process of this job: runner and trainer run in ``job_dir``
+    (checked where /proc exists, against pid reuse); a zombie waiting to be reaped is not live."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if _is_zombie(pid):
+        return False
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")) == job_dir.resolve()
+    except OSError:
+        return True  # no /proc (macOS): trust the pid
 
 
 def _is_zombie(pid: int) -> bool:

@@ -11,7 +11,8 @@ CreateTrainingJob request; ``launch --dry-run`` prints it without calling AWS. W
   storage (AWS rejects VolumeKmsKeyId there; NVMe is encrypted by the instance);
 * VpcConfig, network isolation (the base model must then arrive through the ``model`` channel),
   inter-container encryption, RetryStrategy, tags, instance count;
-* a Hugging Face token only as a Secrets Manager ARN that the container resolves.
+* a Hugging Face token only as a Secrets Manager ARN that the container resolves, and never
+  with network isolation (an explicit one is refused, the platform's default is not sent).
 
 Local files are uploaded under content-hash keys (``ftcloud/inputs/<sha256>/...``) and never
 re-uploaded when unchanged; s3:// URIs pass through.
@@ -173,9 +174,18 @@ def check_spec(spec: JobSpec) -> list[str]:
                 "training.model",
                 "job spec",
             )
-        notes.append("Network isolation: the base model is read from the 'model' channel, not downloaded.")
         if spec.training.hf_token_secret_arn:
-            notes.append("Network isolation: the container cannot reach Secrets Manager; hf_token_secret_arn is unused.")
+            # The container would call Secrets Manager and time out; and with the model channel no
+            # token is needed. Refuse rather than silently drop a setting the user gave.
+            raise SpecError(
+                "network isolation is on, so the container can reach neither Secrets Manager nor the Hugging "
+                "Face Hub: training.hf_token_secret_arn cannot be used. The base model must come through the "
+                "model channel (data.model / --model-data s3://...), which needs no token: drop "
+                "hf_token_secret_arn, or turn isolation off (--no-network-isolation).",
+                "training.hf_token_secret_arn",
+                "job spec",
+            )
+        notes.append("Network isolation: the base model is read from the 'model' channel, not downloaded.")
     n = spec.networking
     if bool(n.subnets) != bool(n.security_group_ids):
         missing = "networking.security_group_ids" if n.subnets else "networking.subnets"
@@ -194,6 +204,7 @@ def build_request(
     hyperparameters = training.to_hyperparameters()
     if "model" in channels:
         hyperparameters["model"] = ""  # the container loads the 'model' channel
+    # The platform's default token only where the container can reach Secrets Manager.
     if not training.hf_token_secret_arn and platform.hf_token_secret_arn and not spec.networking.network_isolation:
         hyperparameters["hf_token_secret_arn"] = platform.hf_token_secret_arn
     compute = spec.compute
@@ -325,6 +336,11 @@ class SageMakerBackend(Backend):
             )
         if spec.networking.network_isolation and not (resolved.subnets and resolved.security_group_ids):
             notes.append("Network isolation without a VPC: the container has no network at all.")
+        if spec.networking.network_isolation and resolved.hf_token_secret_arn:
+            notes.append(
+                "Network isolation: the platform's Hugging Face token secret is not passed to the job "
+                "(the container has no network and reads the model channel)."
+            )
         bucket = resolved.data_bucket or resolved.artifact_bucket or ""
         plans = [plan_upload(ch, src, bucket) for ch, src in local_sources.items()]
         channels = {ch: v for ch, v in (("train", spec.data.train), ("validation", spec.data.validation),
@@ -477,6 +493,30 @@ class SageMakerBackend(Backend):
         except botocore_exceptions.BotoCoreError as exc:  # no credentials, no network, ...
             raise self.aws.translate(exc) from None
         return self.status(name)
+
+    # ------------------------------------------------------------------ resume
+    def resume(self, name: str) -> JobStatus:
+        """A new job ``NAME-rN`` that continues from ``name``'s S3 checkpoints (same request otherwise)."""
+        from ftcloud.backends.sagemaker_resume import resume_request, resumed_name
+        from ftcloud.errors import UsageError
+
+        old = self._describe(name)
+        tags = self.aws.call(self.sm.list_tags, ResourceArn=old["TrainingJobArn"]).get("Tags", [])
+        try:
+            request = resume_request(old, tags, resumed_name(name))
+        except ValueError as exc:
+            raise UsageError(str(exc), hint="Check it with 'ftcloud status JOB'.") from None
+        resources = request.get("ResourceConfig", {})
+        self.aws.call(
+            self.sm.create_training_job,
+            **request,
+            error_context={
+                "role_arn": request.get("RoleArn"),
+                "instance_type": resources.get("InstanceType"),
+                "spot": bool(request.get("EnableManagedSpotTraining")),
+            },
+        )
+        return self.status(request["TrainingJobName"])
 
 
 # ---------------------------------------------------------------------- helpers

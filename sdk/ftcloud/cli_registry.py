@@ -1,0 +1,136 @@
+"""``ftcloud register | approve | reject | versions``: the model registry commands.
+
+Each is one SDK call (:meth:`ftcloud.sdk.Client.register` and friends) plus printing. Imports only
+click and the CLI helpers at start-up; registered from :mod:`ftcloud.cli`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from ftcloud.cli import _as_json, _client, _complete_job_names, _emit_json, cli, common_options
+
+
+def _registry_header(registry: Any) -> None:
+    click.echo(f"registry: {registry.name} · {registry.describe_target()}", err=True)
+
+
+def _parse_tags(values: tuple[str, ...]) -> dict[str, str]:
+    tags = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--tag {item!r}: expected KEY=VALUE.")
+        tags[key] = value
+    return tags
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def _status_line(version: Any) -> str:
+    line = f"{version.ref}: {version.status}"
+    if version.approval_reason:
+        line += f" ({version.approval_reason})"
+    return line + (f"  {version.arn}" if version.arn else "")
+
+
+@cli.command()
+@click.argument("job", shell_complete=_complete_job_names)
+@click.option("--group", help="Model group (default: the platform's ModelPackageGroupName; locally ftcloud-models).")
+@click.option("--description", help="Description kept with the version.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag the version (repeatable).")
+@common_options
+def register(job: str, group: str | None, description: str | None, tags: tuple[str, ...]) -> None:
+    """Register a Completed job as a new model version, pending manual approval.
+
+    The version records the artifact, the serving image and environment, the evaluation metrics
+    and the lineage (base model, data content hash, spec hash, technique, code version).
+    """
+    client = _client()
+    backend = client.backend_for_job(job)
+    _registry_header(client.registry(backend.name))
+    version = client.register(job, group, description=description, tags=_parse_tags(tags))
+    if _as_json():
+        _emit_json(version.to_dict())
+        return
+    click.echo(f"Registered {job} as {version.ref} ({version.status}).")
+    if version.arn:
+        click.echo(f"  package: {version.arn}")
+    click.echo(f"  artifact: {version.artifact}")
+    if "eval_loss" in version.metrics:
+        click.echo(f"  eval_loss: {version.metrics['eval_loss']:.4g}")
+    click.echo(f"Approve it: ftcloud approve {version.ref} --reason TEXT   (or reject it with a reason)")
+
+
+@cli.command()
+@click.argument("ref", metavar="REF")
+@click.option("--reason", help="Why it is approved (kept with the version).")
+@common_options
+def approve(ref: str, reason: str | None) -> None:
+    """Approve a model version: REF is a package ARN, GROUP:VERSION or GROUP (its latest)."""
+    client = _client()
+    registry = client.registry_for_ref(ref)
+    _registry_header(registry)
+    version = client.approve(ref, reason)
+    if _as_json():
+        _emit_json(version.to_dict())
+    else:
+        click.echo(_status_line(version))
+
+
+@cli.command()
+@click.argument("ref", metavar="REF")
+@click.option("--reason", required=True, help="Why it is rejected (required; kept with the version).")
+@common_options
+def reject(ref: str, reason: str) -> None:
+    """Reject a model version: REF is a package ARN, GROUP:VERSION or GROUP (its latest)."""
+    client = _client()
+    registry = client.registry_for_ref(ref)
+    _registry_header(registry)
+    version = client.reject(ref, reason)
+    if _as_json():
+        _emit_json(version.to_dict())
+    else:
+        click.echo(_status_line(version))
+
+
+@cli.command()
+@click.argument("group", required=False)
+@common_options
+def versions(group: str | None) -> None:
+    """List a model group's versions with status, metrics and lineage (default: the default group)."""
+    client = _client()
+    registry = client.registry()
+    _registry_header(registry)
+    rows = client.versions(group)
+    if _as_json():
+        _emit_json([v.to_dict() for v in rows])
+        return
+    if not rows:
+        click.echo(f"No versions in {group or registry.default_group} yet. Add one: ftcloud register JOB")
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("VERSION", "STATUS", "CREATED", "EVAL_LOSS", "TECHNIQUE", "BASE MODEL", "JOB"):
+        # fold, not ellipsis: a model id or job name cut short is no use to copy from.
+        table.add_column(col, justify="right" if col in ("VERSION", "EVAL_LOSS") else "left", overflow="fold")
+    for v in rows:
+        loss = v.metrics.get("eval_loss")
+        table.add_row(
+            str(v.version),
+            escape(v.status),
+            _when(v.created),
+            f"{loss:.4g}" if loss is not None else "-",
+            escape(v.lineage.get("technique", "-")),
+            escape(v.lineage.get("base_model", "-")),
+            escape(v.lineage.get("training_job", "-")),
+        )
+    Console(highlight=False, soft_wrap=True).print(table)
