@@ -1,4 +1,4 @@
-"""The platform README section and cdk.json stay in step with the code."""
+"""The platform guide (docs/platform.md) and cdk.json stay in step with the code."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import json
 from ftcloud.platform_outputs import DESCRIPTIONS
 from infra.config import CDK_JSON, REPO_ROOT, PlatformConfig
 
-DOC = REPO_ROOT / "README.md"  # the platform teams section
+DOC = REPO_ROOT / "docs" / "platform.md"
 
 
 def test_every_context_key_and_output_is_documented():
     text = DOC.read_text()
     for key, _, _ in PlatformConfig.describe():
-        assert f"| `{key}` |" in text, f"context key {key} missing from the README platform section"
+        assert f"| `{key}` |" in text, f"context key {key} missing from docs/platform.md"
     for key in DESCRIPTIONS:
-        assert f"| `{key}` |" in text, f"output {key} missing from the README platform section"
+        assert f"| `{key}` |" in text, f"output {key} missing from docs/platform.md"
     assert "```mermaid" in text
 
 

@@ -335,3 +335,26 @@ def test_cli_invoke_chat_messages_and_streaming(completed_job, tmp_path, capsys)
         assert "either PROMPT or --messages-file" in capsys.readouterr().err
     finally:
         main(["undeploy", "ep-chat"])
+
+
+def test_the_sdk_verbs_pick_the_local_backend_for_a_local_job(completed_job):
+    import ftcloud
+
+    status = ftcloud.deploy("job-a", "ep-sdk")  # no backend given: the local store has job-a
+    try:
+        assert status.backend == "local" and status.status == "InService"
+        answer = ftcloud.invoke("ep-sdk", "hey", adapter="it", parameters={"max_new_tokens": 2})
+        assert ftcloud.endpoints.generated_text(answer) == "m1|it|hey|{'max_new_tokens': 2}"
+        assert [e.name for e in ftcloud.list_endpoints()] == ["ep-sdk"]
+    finally:
+        assert ftcloud.undeploy("ep-sdk").status == "Deleted"
+    assert ftcloud.list_endpoints() == []
+
+
+@pytest.mark.parametrize("command", ["deploy", "endpoints", "undeploy", "invoke"])
+def test_endpoint_commands_help_imports_nothing_heavy(command):
+    from tests.sdk.test_import_light import HEAVY, SLOW, loaded_modules
+
+    modules, out = loaded_modules([command, "--help"])
+    assert "Usage:" in out
+    assert not modules & set(HEAVY + SLOW), modules & set(HEAVY + SLOW)

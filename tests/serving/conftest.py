@@ -23,3 +23,15 @@ def adapter_runner(adapter_ml_root):
     from ftcloud_train.serving.runner import ModelRunner
 
     return ModelRunner.load(adapter_ml_root / "model", adapter_ml_root)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_torch_threads():
+    """Loading a runner sets torch's (process-wide) thread count for serving; other tests keep theirs."""
+    import sys
+
+    before = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    yield
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        torch.set_num_threads(before or torch.get_num_threads())

@@ -11,7 +11,7 @@ import torch
 
 from ftcloud.contract import BASE_ADAPTER
 from ftcloud_train.serving.protocol import GenerationTask, RequestError, sampling
-from ftcloud_train.serving.runner import Artifact, ModelLoadError, ModelRunner, serving_dtype
+from ftcloud_train.serving.runner import Artifact, ModelLoadError, ModelRunner, cpu_threads, serving_dtype
 
 PROMPTS = [
     "What colour is grass?",
@@ -42,6 +42,18 @@ def batched(runner, tasks):
 )
 def test_serving_dtype_by_device(capability, load_in, dtype):
     assert serving_dtype(capability, load_in) == dtype
+
+
+@pytest.mark.parametrize(("cpus", "omp", "threads"), [(2, None, 1), (1, None, 1), (16, None, 15), (16, "4", None)])
+def test_cpu_serving_leaves_a_core_to_the_event_loop_unless_omp_is_set(cpus, omp, threads):
+    assert cpu_threads(cpus, omp) == threads
+
+
+def test_loaded_runner_uses_those_threads(adapter_runner):
+    import os
+
+    if not os.environ.get("OMP_NUM_THREADS"):
+        assert torch.get_num_threads() == cpu_threads(len(os.sched_getaffinity(0)), None)
 
 
 def _touch(path: Path, payload: dict | None = None) -> Path:

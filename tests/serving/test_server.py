@@ -5,6 +5,7 @@ One server for the module (loading costs ~20-30 s here); the SIGTERM test runs l
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -136,10 +137,22 @@ def test_cache_hits_skip_the_model(server):
     assert after["cache"]["hits"] == before["cache"]["hits"] + 1
     assert after["generate_calls"] == before["generate_calls"] + 1  # only the other adapter's request ran
     assert header[2] != first[2]
+    # Over one keep-alive connection, as SageMaker's front end and client pools send them: a hit takes
+    # ~1 ms here; 40+ ms would mean Nagle + delayed ACK on the server's two-part responses.
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        conn.request("POST", "/invocations", json.dumps(payload).encode(), {"Content-Type": "application/json"})
+        assert json.loads(conn.getresponse().read()) == first[2]
+        timings.append(time.perf_counter() - started)
+    conn.close()
+    assert sorted(timings)[2] < 0.025
     sampled = {"inputs": "What colour is cherry?", "parameters": {"max_new_tokens": 6, "do_sample": True}}
     server.invoke(sampled)
     server.invoke(sampled)
     assert server.stats()["generate_calls"] == after["generate_calls"] + 2  # sampling is never cached
+    assert server.stats()["cache"]["hits"] == after["cache"]["hits"] + 5
 
 
 def test_chat_requests_get_a_chat_completion(server):
@@ -199,3 +212,19 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(server):
     assert time.monotonic() - started < 30  # inside SageMaker's SIGKILL window
     assert answers and answers[0][0] == 200 and answers[0][2][0]["generated_text"]
     assert "stopped" in [e["event"] for e in server.events()]
+
+
+def test_a_model_that_cannot_load_stops_the_server_with_the_reason(tiny_model_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "model")
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"not safetensors")  # a truncated upload
+    srv = Server(tmp_path, {})
+    try:
+        code = srv.proc.wait(timeout=120)
+    finally:
+        srv.stop()
+    failed = [e for e in srv.events() if e["event"] == "model load failed"]
+    assert code == 1 and failed
+    assert f"cannot load model weights from '{tmp_path / 'model'}'" in failed[0]["error"]
+    assert "SafetensorError" in failed[0]["error"]

@@ -163,6 +163,8 @@ class DeployOptions:
         for cooldown in (self.scale_in_cooldown, self.scale_out_cooldown):
             if cooldown < 0:
                 raise UsageError("scaling cooldowns must be >= 0 seconds.")
+        if self.rollback_alarms is not None and not 1 <= len(self.rollback_alarms) <= 10:
+            raise UsageError(f"--rollback-alarm: 1-10 alarms (SageMaker's limit), got {len(self.rollback_alarms)}.")
         bad_env = [k for k in self.env if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))]
         if bad_env:
             raise UsageError(f"--env {bad_env[0]!r}: environment variable names use letters, digits and '_'.")
@@ -380,7 +382,7 @@ def plan_deploy(
         endpoint_request: dict[str, Any] = {"EndpointName": endpoint, "EndpointConfigName": name, "Tags": tags}
     else:
         action = "update"
-        if current.status in ENDPOINT_FAILED_STATES or current.status not in ("InService",):
+        if current.status != "InService":
             raise UsageError(
                 f"endpoint {endpoint} is {current.status}; SageMaker updates only InService endpoints.",
                 hint=(f"Wait for it ('ftcloud endpoints'), or remove it with 'ftcloud undeploy {endpoint}'."
@@ -653,13 +655,22 @@ class SageMakerEndpoints(Endpoints):
             say(f"updating endpoint {plan.endpoint} (blue/green, {strategy['Type']})")
         if not wait:
             status.status = "Creating" if plan.action == "create" else "Updating"
-            if plan.scaling_target is not None:
+            if plan.scaling_target is not None and not (plan.action == "update" and current.scaling_registered):
                 status.notes.append(
                     "autoscaling is not registered yet: it needs an InService endpoint. Deploy with --wait to have "
                     f"ftcloud register it (min {plan.scaling_target['MinCapacity']}, max "
                     f"{plan.scaling_target['MaxCapacity']}).")
             return
-        final = self.wait(plan.endpoint, timeout=timeout, progress=progress)
+        try:
+            final = self.wait(plan.endpoint, timeout=timeout, progress=progress)
+        except DeployError as exc:
+            leftovers = (f" The new model and config {plan.model['ModelName']} are unused now; "
+                         f"'ftcloud undeploy {plan.endpoint}' removes them with the endpoint."
+                         if plan.action == "update" else "")
+            if plan.deregister is not None:
+                leftovers += (" Autoscaling was deregistered for this update: deploy again once the endpoint is "
+                              "InService to register it.")
+            raise DeployError(exc.message + leftovers, hint=exc.hint) from None
         if plan.scaling_target is not None:
             call(self.scaling.register_scalable_target, **plan.scaling_target)
             call(self.scaling.put_scaling_policy, **plan.scaling_policy)

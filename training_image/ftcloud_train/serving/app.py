@@ -162,7 +162,7 @@ def create_app(state: ServerState):
         results: list[Any] = [None] * len(parsed.tasks)
         todo, keys = [], []
         for i, task in enumerate(parsed.tasks):
-            adapter = runner.resolve_adapter(task.adapter)
+            adapter = runner.resolve_adapter(task.adapter, "adapter_id" if parsed.kind == "chat" else "parameters.adapter_id")
             key = None
             if task.sampling.deterministic and cache.enabled:
                 key = cache.key(runner.version, str(adapter), task.canonical())

@@ -9,6 +9,7 @@ from pathlib import Path
 from ftcloud.contract import (
     DEFAULT_SERVE_HOST,
     DEFAULT_SERVE_PORT,
+    ROOT_ENV,
     SERVE_ENV_DEFAULTS,
     SERVE_HOST_ENV,
     SERVE_PORT_ENV,
@@ -56,7 +57,7 @@ class ServeSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, port: int | None = None, host: str | None = None) -> ServeSettings:
         env = dict(os.environ if env is None else env)
-        paths = ContainerPaths.from_env()
+        paths = ContainerPaths.from_env(env.get(ROOT_ENV))
         if port is None:
             raw = env.get(SERVE_PORT_ENV, "").strip() or str(DEFAULT_SERVE_PORT)
             try:
