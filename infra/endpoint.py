@@ -8,6 +8,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct, IConstruct
 
+from ftcloud.endpoints.alarms import rollback_alarm_names
+
 VARIANT_NAME = "AllTraffic"
 
 #: Application Auto Scaling's service-linked role for SageMaker variants. Using it (instead of a
@@ -21,6 +23,10 @@ AUTOSCALING_SERVICE_LINKED_ROLE = (
 #: take minutes, far beyond the 60 s defaults of smaller models.
 MODEL_DOWNLOAD_TIMEOUT_S = 1800
 CONTAINER_STARTUP_TIMEOUT_S = 1800
+#: Blue/green bake time of a config update: the new fleet takes all traffic while SageMaker watches
+#: the rollback alarms this long, then the old fleet goes. All at once: it needs no minimum fleet
+#: size, unlike canary/linear shares (the SDK's deploy offers those per update).
+ROLLBACK_BAKE_S = 600
 
 
 class InferenceEndpoint(Construct):
@@ -29,7 +35,9 @@ class InferenceEndpoint(Construct):
     The endpoint keeps its scaled instance count across config updates
     (``RetainAllVariantProperties``); an Application Auto Scaling target between ``min_capacity``
     and ``max_capacity`` tracks ``SageMakerVariantInvocationsPerInstance`` with cooldowns.
-    Optional data capture writes requests and responses to the artifact bucket.
+    Optional data capture writes requests and responses to the artifact bucket. A config update
+    (new model) is a blue/green deployment that rolls back when one of the endpoint's rollback
+    alarms (``rollback_alarm_names(endpoint_name)``, created by ``PlatformMonitoring``) fires.
     """
 
     def __init__(
@@ -117,6 +125,7 @@ class InferenceEndpoint(Construct):
             kms_key_id=volume_kms_key_arn,
             data_capture_config=data_capture,
         )
+        self.rollback_alarm_names = rollback_alarm_names(endpoint_name)
         self.endpoint = sagemaker.CfnEndpoint(
             self,
             "Endpoint",
@@ -124,6 +133,23 @@ class InferenceEndpoint(Construct):
             endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
             # Without this, every config update resets the instance count autoscaling chose.
             retain_all_variant_properties=True,
+            # Used by updates only (creation has no old fleet to return to); the same guard the
+            # SDK's UpdateEndpoint sets. The alarm names are plain strings, not references, so
+            # the endpoint does not wait for alarms that watch it.
+            deployment_config=sagemaker.CfnEndpoint.DeploymentConfigProperty(
+                blue_green_update_policy=sagemaker.CfnEndpoint.BlueGreenUpdatePolicyProperty(
+                    traffic_routing_configuration=sagemaker.CfnEndpoint.TrafficRoutingConfigProperty(
+                        type="ALL_AT_ONCE", wait_interval_in_seconds=ROLLBACK_BAKE_S
+                    ),
+                    termination_wait_in_seconds=ROLLBACK_BAKE_S,
+                ),
+                auto_rollback_configuration=sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
+                    alarms=[
+                        sagemaker.CfnEndpoint.AlarmProperty(alarm_name=name)
+                        for name in self.rollback_alarm_names
+                    ]
+                ),
+            ),
         )
         self.endpoint_name = self.endpoint.attr_endpoint_name
         self.variant_name = VARIANT_NAME

@@ -6,6 +6,7 @@ from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct, IConstruct
 
+from ftcloud.endpoints.alarms import rollback_alarm_names
 from infra.image import TrainingImage
 from infra.nag import acknowledge_iam5, nag_arn
 from infra.network import PlatformNetwork
@@ -14,6 +15,9 @@ from infra.storage import PlatformStorage
 #: Where SageMaker writes container logs and metrics for jobs and endpoints.
 SAGEMAKER_LOG_GROUPS = ("/aws/sagemaker/TrainingJobs", "/aws/sagemaker/Endpoints/*")
 SAGEMAKER_METRIC_NAMESPACES = ("/aws/sagemaker/TrainingJobs", "/aws/sagemaker/Endpoints")
+#: The rollback alarms of any endpoint, by ftcloud's naming convention (``<endpoint>-latency-p99``,
+#: ``<endpoint>-5xx-rate``): endpoint names are chosen at deploy time, so only the suffix is fixed.
+ROLLBACK_ALARM_PATTERNS = tuple(rollback_alarm_names("*"))
 
 
 class SageMakerExecutionRole(Construct):
@@ -21,8 +25,9 @@ class SageMakerExecutionRole(Construct):
 
     No AmazonSageMakerFullAccess and no ``*`` actions: it reads the dataset bucket, reads and
     writes the artifact bucket, uses the platform key, pulls the one platform image, writes its
-    own logs and metrics, attaches to the platform subnets when a VPC is configured, and reads the
-    Hugging Face token secret when one is configured.
+    own logs and metrics, reads the state of the endpoints' rollback alarms, attaches to the
+    platform subnets when a VPC is configured, and reads the Hugging Face token secret when one is
+    configured.
     """
 
     def __init__(
@@ -86,6 +91,22 @@ class SageMakerExecutionRole(Construct):
                 conditions={"StringLike": {"cloudwatch:namespace": list(SAGEMAKER_METRIC_NAMESPACES)}},
             )
         )
+        # Blue/green updates with AutoRollbackConfiguration: SageMaker reads the alarms' state with
+        # the endpoint's execution role (AWS: "Ensure that your IAM execution role has permission to
+        # perform the cloudwatch:DescribeAlarms action on the auto-rollback alarms you specify").
+        # DescribeAlarms supports alarm ARNs, so only alarms named by ftcloud's convention.
+        rollback_alarms = [
+            stack.format_arn(
+                service="cloudwatch",
+                resource="alarm",
+                resource_name=pattern,
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+            for pattern in ROLLBACK_ALARM_PATTERNS
+        ]
+        self.role.add_to_policy(
+            iam.PolicyStatement(actions=["cloudwatch:DescribeAlarms"], resources=rollback_alarms)
+        )
         if network is not None:
             network.grant_network_interfaces(self.role)
         self.hf_token_secret_arn = hf_token_secret_arn
@@ -97,7 +118,7 @@ class SageMakerExecutionRole(Construct):
                 )
             )
 
-        self._acknowledge_wildcards(storage, image, log_groups, network is not None)
+        self._acknowledge_wildcards(storage, image, log_groups, rollback_alarms, network is not None)
 
     @property
     def role_arn(self) -> str:
@@ -109,7 +130,12 @@ class SageMakerExecutionRole(Construct):
         return self.role.node.find_child("DefaultPolicy")
 
     def _acknowledge_wildcards(
-        self, storage: PlatformStorage, image: TrainingImage, log_groups: list[str], has_vpc: bool
+        self,
+        storage: PlatformStorage,
+        image: TrainingImage,
+        log_groups: list[str],
+        rollback_alarms: list[str],
+        has_vpc: bool,
     ) -> None:
         """Each remaining wildcard is either a resource type without resource-level permissions or
         object keys chosen at run time; the reasons say which."""
@@ -134,6 +160,12 @@ class SageMakerExecutionRole(Construct):
             acks[f"Resource::{nag_arn(stack, arn)}"] = (
                 "SageMaker's own log groups (/aws/sagemaker/TrainingJobs, /aws/sagemaker/Endpoints/<name>); "
                 "their streams are named per job or instance at run time."
+            )
+        for arn in rollback_alarms:
+            acks[f"Resource::{nag_arn(stack, arn)}"] = (
+                "Rollback alarms of endpoints named at deploy time (<endpoint>-latency-p99, "
+                "<endpoint>-5xx-rate), for cloudwatch:DescribeAlarms only: SageMaker reads them with "
+                "this role during blue/green updates."
             )
         if has_vpc:
             eni = stack.format_arn(service="ec2", resource="network-interface", resource_name="*")

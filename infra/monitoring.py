@@ -14,7 +14,11 @@ from constructs import Construct
 
 # One definition with the SDK, which creates the same rollback alarms for the endpoints it deploys
 # (``<endpoint>-latency-p99`` / ``<endpoint>-5xx-rate``, the names this construct gives the platform's).
-from ftcloud.endpoints.alarms import ERROR_RATE_THRESHOLD_PERCENT, LATENCY_P99_THRESHOLD_US  # noqa: F401
+from ftcloud.endpoints.alarms import (
+    ERROR_RATE_THRESHOLD_PERCENT,
+    LATENCY_P99_THRESHOLD_US,
+    rollback_alarm_names,
+)
 
 _ENDPOINT_NS = "AWS/SageMaker"
 _ENDPOINT_INSTANCE_NS = "/aws/sagemaker/Endpoints"
@@ -76,7 +80,8 @@ class PlatformMonitoring(Construct):
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=dashboard_name)
 
     def _alarm(self, id: str, name: str, **props) -> cw.Alarm:
-        alarm = cw.Alarm(self, id, alarm_name=f"{self._prefix}-{name}", **props)
+        """An alarm named ``name`` (already prefixed) that notifies the topic on ALARM and OK."""
+        alarm = cw.Alarm(self, id, alarm_name=name, **props)
         alarm.add_alarm_action(self._action)
         alarm.add_ok_action(self._action)
         self.alarms.append(alarm)
@@ -95,7 +100,7 @@ class PlatformMonitoring(Construct):
         )
         alarm = self._alarm(
             "WorkflowFailures",
-            "training-workflow-failures",
+            f"{self._prefix}-training-workflow-failures",
             alarm_description="A fine-tuning workflow execution failed or timed out (see the execution history).",
             metric=failures,
             threshold=1,
@@ -126,8 +131,15 @@ class PlatformMonitoring(Construct):
         return alarm
 
     def watch_endpoint(self, endpoint_name: str, variant_name: str) -> list[cw.Alarm]:
-        """Alarms on p99 latency and 5XX rate; graphs of latency, traffic, errors, instances, GPU/CPU."""
+        """Alarms on p99 latency and 5XX rate; graphs of latency, traffic, errors, instances, GPU/CPU.
+
+        The alarms are the endpoint's rollback alarms, named ``rollback_alarm_names`` of the
+        platform endpoint ``<prefix>-endpoint``: ``endpoint_name`` is the endpoint's attribute (a
+        reference, unknown at synth), so the names come from the prefix, as the endpoint's own
+        AutoRollbackConfiguration and the SDK's deploy name them.
+        """
         dims = {"EndpointName": endpoint_name, "VariantName": variant_name}
+        latency_name, error_rate_name = rollback_alarm_names(f"{self._prefix}-endpoint")
 
         def metric(
             name: str, statistic: str, namespace: str = _ENDPOINT_NS, period: Duration = _MINUTE, **kw
@@ -154,7 +166,7 @@ class PlatformMonitoring(Construct):
         alarms = [
             self._alarm(
                 "LatencyP99",
-                "endpoint-latency-p99",
+                latency_name,
                 alarm_description="Endpoint p99 ModelLatency >= 2 s (the metric is in microseconds).",
                 metric=latency_p99,
                 threshold=LATENCY_P99_THRESHOLD_US,
@@ -165,7 +177,7 @@ class PlatformMonitoring(Construct):
             ),
             self._alarm(
                 "ErrorRate5xx",
-                "endpoint-5xx-rate",
+                error_rate_name,
                 alarm_description="Endpoint 5XX responses >= 0.1% of invocations.",
                 metric=error_rate,
                 threshold=ERROR_RATE_THRESHOLD_PERCENT,

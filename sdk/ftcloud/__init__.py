@@ -1,6 +1,6 @@
 """ftcloud: fine-tune LLMs with LoRA, QLoRA, DoRA or full fine-tuning, locally or on SageMaker.
 
-The public API (see the README)::
+The public API (see docs/sdk.md)::
 
     import ftcloud
 

@@ -63,7 +63,8 @@ def _complete_endpoints(ctx: click.Context, param: click.Parameter, incomplete: 
 @click.option("--bake-seconds", type=int, help="Wait between traffic steps, watching the alarms (default 600).")
 @click.option("--rollback-alarm", "rollback_alarms", multiple=True, metavar="NAME",
               help="CloudWatch alarm that rolls an update back (repeatable; default: ENDPOINT-latency-p99 "
-                   "and ENDPOINT-5xx-rate, created with the endpoint).")
+                   "and ENDPOINT-5xx-rate, created with the endpoint). The platform's execution role may "
+                   "read only alarms whose names end in -latency-p99 or -5xx-rate.")
 @click.option("--image", help="Serving image URI (default: the platform image; e.g. an LMI/vLLM container).")
 @click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE", help="Container environment (repeatable).")
 @click.option("--network-isolation/--no-network-isolation", default=None,

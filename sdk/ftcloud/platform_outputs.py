@@ -25,7 +25,7 @@ HF_TOKEN_SECRET_ARN = "HfTokenSecretArn"  # absent unless configured
 ENDPOINT_NAME = "EndpointName"  # absent unless an endpoint is deployed
 DASHBOARD_NAME = "DashboardName"
 
-#: Every output key with a one-line description (used by ``ftcloud platform`` and the README).
+#: Every output key with a one-line description (used by ``ftcloud platform`` and docs/platform.md).
 DESCRIPTIONS: dict[str, str] = {
     EXECUTION_ROLE_ARN: "SageMaker execution role for training jobs and endpoints",
     DATASET_BUCKET: "S3 bucket for training/validation data (SSE-KMS)",

@@ -465,7 +465,7 @@ def _to_string(value: Any) -> str:
 
 
 def markdown_table() -> str:
-    """The hyperparameter reference table of the README (a test keeps the two in sync)."""
+    """The hyperparameter reference table of docs/container.md (a test keeps the two in sync)."""
     lines = ["| key | type | default | allowed | what it does |", "|---|---|---|---|---|"]
     for item in TrainingSpec.describe():
         default = "" if item["default"] in (None, "") else f"`{_to_string(item['default'])}`"

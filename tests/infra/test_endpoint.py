@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from aws_cdk.assertions import Match
 
+from ftcloud.endpoints.alarms import rollback_alarm_names
 from tests.infra.support import flatten
 
 SLR = (
@@ -91,3 +92,18 @@ def test_data_capture_goes_to_the_artifact_bucket_encrypted(synth):
     assert {o["CaptureMode"] for o in capture["CaptureOptions"]} == {"Input", "Output"}
     assert "KmsKeyId" in capture
     assert "DataCaptureConfig" not in synth("imported").one("AWS::SageMaker::EndpointConfig")
+
+
+@pytest.mark.parametrize("name", ["full", "imported"])
+def test_config_updates_are_blue_green_and_roll_back_on_the_platform_alarms(synth, name):
+    s = synth(name)
+    endpoint = s.one("AWS::SageMaker::Endpoint")
+    deployment = endpoint["DeploymentConfig"]
+    alarms = [a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]]
+    assert alarms == rollback_alarm_names(endpoint["EndpointName"])
+    # Plain names of alarms this stack creates (not references: the alarms watch the endpoint).
+    created = {a["Properties"]["AlarmName"] for a in s.resources("AWS::CloudWatch::Alarm").values()}
+    assert set(alarms) <= created
+    policy = deployment["BlueGreenUpdatePolicy"]
+    assert policy["TrafficRoutingConfiguration"] == {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 600}
+    assert policy["TerminationWaitInSeconds"] == 600

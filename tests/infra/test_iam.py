@@ -3,8 +3,11 @@ where AWS offers no resource-level permission (or for object keys chosen at run 
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 import pytest
 
+from ftcloud.endpoints.alarms import rollback_alarm_names
 from tests.infra.support import CONFIGS, as_list, flatten, policy_statements
 
 #: Actions without resource-level permissions: the only ones allowed on Resource "*".
@@ -110,6 +113,28 @@ def test_execution_role_reads_the_configured_secret_and_attaches_to_the_vpc(synt
     ]
     vpc = next(iter(s.resources("AWS::EC2::VPC")))
     assert flatten(eni["Condition"]["ArnEquals"]["ec2:Vpc"]).endswith(f":vpc/<{vpc}>")
+
+
+def test_execution_role_reads_the_rollback_alarms_of_blue_green_updates(synth):
+    # SageMaker reads AutoRollbackConfiguration's alarms with the endpoint's execution role
+    # (cloudwatch:DescribeAlarms, which takes alarm ARNs): only alarms named by the convention.
+    s = synth("full")
+    statements = _role_statements(s, "ExecutionRole")
+    alarm_arn = "arn:<AWS::Partition>:cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:"
+    assert _grants(statements)["cloudwatch:DescribeAlarms"] == {
+        alarm_arn + "*-latency-p99",
+        alarm_arn + "*-5xx-rate",
+    }
+    (describe,) = [st for st in statements if "cloudwatch:DescribeAlarms" in as_list(st["Action"])]
+    assert as_list(describe["Action"]) == ["cloudwatch:DescribeAlarms"]
+    patterns = [flatten(r).removeprefix(alarm_arn) for r in as_list(describe["Resource"])]
+    platform_alarms = {a["Properties"]["AlarmName"] for a in s.resources("AWS::CloudWatch::Alarm").values()}
+    # The platform endpoint's alarms and the ones the SDK's deploy creates for any endpoint.
+    for name in [*rollback_alarm_names("ftcloud-endpoint"), *rollback_alarm_names("team-a-llm")]:
+        assert any(fnmatchcase(name, p) for p in patterns), name
+    assert not fnmatchcase("ftcloud-training-workflow-failures", patterns[0])
+    assert not fnmatchcase("ftcloud-training-workflow-failures", patterns[1])
+    assert set(rollback_alarm_names("ftcloud-endpoint")) <= platform_alarms
 
 
 CONFIGS_FULL_SECRET = CONFIGS["full"]["hfTokenSecretArn"]

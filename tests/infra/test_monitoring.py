@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from aws_cdk.assertions import Match
 
-from tests.infra.support import flatten
+from ftcloud.endpoints.alarms import rollback_alarm_names
+from infra.config import PlatformConfig
+from tests.infra.support import CONFIGS, flatten
 
 
 def test_topic_is_encrypted_tls_only_and_mails_when_asked(synth, template):
@@ -37,6 +40,32 @@ def _alarms(s) -> dict[str, dict]:
     return {
         a["Properties"]["AlarmName"]: a["Properties"] for a in s.resources("AWS::CloudWatch::Alarm").values()
     }
+
+
+@pytest.mark.parametrize("name", ["full", "imported"])
+def test_platform_endpoint_alarms_are_named_as_the_sdk_rolls_back_on(synth, name):
+    # deploy to the platform endpoint names rollback_alarm_names(endpoint) in its
+    # AutoRollbackConfiguration and skips creating alarms that exist: these must be those.
+    endpoint_name = synth(name).one("AWS::SageMaker::Endpoint")["EndpointName"]
+    assert set(rollback_alarm_names(endpoint_name)) <= set(_alarms(synth(name)))
+
+
+def test_platform_endpoint_alarms_follow_the_resource_prefix(tmp_path):
+    from infra.app import build_app
+
+    context = {**CONFIGS["endpoint_no_vpc"], "resourcePrefix": "team-a"}
+    app, stack = build_app(context, outdir=str(tmp_path), nag=False, cfn_validation=False)
+    app.synth()
+    template = json.loads((tmp_path / f"{stack.stack_name}.template.json").read_text())
+    names = {
+        r["Properties"]["AlarmName"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    endpoint_name = PlatformConfig.from_context(context).endpoint_name
+    assert endpoint_name == "team-a-endpoint"
+    assert set(rollback_alarm_names(endpoint_name)) <= names
+    assert "team-a-training-workflow-failures" in names
 
 
 def test_latency_alarm_is_p99_at_two_seconds_in_microseconds(synth):

@@ -224,6 +224,9 @@ def test_undeploy_stops_the_server_with_sigterm_and_keeps_the_job(endpoints, job
 def test_a_live_endpoint_name_is_not_taken_twice_and_sagemaker_options_are_refused(endpoints, completed_job):
     with pytest.raises(UsageError, match="instance_type"):
         endpoints.deploy("job-a", "ep-x", instance_type="ml.g5.xlarge")
+    for tri_state in ("network_isolation", "vpc"):  # an explicit --no-... asks for something too
+        with pytest.raises(UsageError, match=tri_state):
+            endpoints.deploy("job-a", "ep-x", **{tri_state: False})
     assert not endpoints.endpoint_dir("ep-x").exists()
     endpoints.deploy("job-a", "ep-x")
     try:
@@ -307,6 +310,9 @@ def test_the_real_serve_entrypoint_behind_a_local_endpoint(stand_in, jobs, train
         first = generated_text(endpoints.invoke("ep-real", build_payload("hello", parameters={"max_new_tokens": 4})))
         again = generated_text(endpoints.invoke("ep-real", build_payload("hello", parameters={"max_new_tokens": 4})))
         assert isinstance(first, str) and first == again  # greedy decoding is deterministic
+        streamed = endpoints.invoke("ep-real", build_payload("hello", parameters={"max_new_tokens": 4}, stream=True),
+                                    stream=True)
+        assert "".join(streamed) == first  # server-sent events from the real server, read by the SDK
         from ftcloud.endpoints.local import EndpointInvokeError
 
         with pytest.raises(EndpointInvokeError) as bad:

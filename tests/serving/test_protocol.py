@@ -39,7 +39,8 @@ def _refused(body) -> RequestError:
         ({"inputs": "hi", "parameters": {"max_new_tokens": 0}}, 422, "parameters.max_new_tokens"),
         ({"inputs": "hi", "parameters": {"max_tokens": 5}}, 422, "parameters.max_tokens"),  # a typo is not ignored
         ({"inputs": "hi", "parameters": {"stop": [""]}}, 422, "parameters.stop[0]"),
-        ({"inputs": "hi", "stream": True}, 422, "stream"),
+        ({"inputs": ["a", "b"], "stream": True}, 422, "stream"),  # a stream answers one prompt
+        ({"inputs": "hi", "stream": "maybe"}, 422, "stream"),
         ({"messages": []}, 422, "messages"),
         ({"messages": [{"role": "robot", "content": "x"}]}, 422, "messages[0].role"),
         ({"messages": [{"role": "user"}]}, 422, "messages[0].content"),

@@ -49,9 +49,11 @@ def test_cpu_serving_leaves_a_core_to_the_event_loop_unless_omp_is_set(cpus, omp
     assert cpu_threads(cpus, omp) == threads
 
 
-def test_loaded_runner_uses_those_threads(adapter_runner):
+def test_loaded_runner_uses_those_threads(adapter_ml_root):
     import os
 
+    # A fresh load: the session runner may have been loaded by an earlier module, whose threads were restored.
+    ModelRunner.load(adapter_ml_root / "model", adapter_ml_root)
     if not os.environ.get("OMP_NUM_THREADS"):
         assert torch.get_num_threads() == cpu_threads(len(os.sched_getaffinity(0)), None)
 

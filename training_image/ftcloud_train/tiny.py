@@ -36,6 +36,15 @@ _THINGS = {
     "ocean": "blue", "leaf": "green", "cloud": "white", "night": "black", "carrot": "orange",
     "grape": "purple", "tomato": "red", "corn": "yellow", "jeans": "blue", "mint": "green",
 }
+# Ways to ask the same question. Rows use only the first unless ``phrasings`` asks for more; with
+# ``hold_out`` thing i is never asked in phrasing i % phrasings, so held_out_rows() are question
+# strings the model never saw, about facts it did see (in its other phrasings).
+PHRASINGS = (
+    "What colour is {thing}?",
+    "Which colour is {thing}?",
+    "Tell me the colour of {thing}.",
+    "What is the colour of {thing}?",
+)
 _FILLER = (
     "please answer briefly and precisely because the customer is waiting for a short reply "
     "about the catalogue of colours used in our product descriptions and labels"
@@ -140,31 +149,58 @@ def build_model(
     return output_dir
 
 
-def make_rows(n: int, fmt: str = "chat", seed: int = 0, filler: tuple[int, int] = (0, 6)) -> list[dict]:
+def make_rows(n: int, fmt: str = "chat", seed: int = 0, filler: tuple[int, int] = (0, 6), *,
+              phrasings: int = 1, hold_out: bool = False) -> list[dict]:
     """``n`` learnable rows in ``fmt``: a question about a thing's colour and a fixed answer.
 
     ``filler`` adds a random number of filler words (in whole sentences' worth) to the prompt,
-    which makes lengths vary: that is what batching strategies are measured on.
+    which makes lengths vary: that is what batching strategies are measured on. ``phrasings``:
+    how many of :data:`PHRASINGS` the questions use; ``hold_out``: never ask a thing in its
+    held-out phrasing (those questions are :func:`held_out_rows`).
     """
+    if not 1 <= phrasings <= len(PHRASINGS) or (hold_out and phrasings < 2):
+        raise ValueError(f"phrasings must be 1..{len(PHRASINGS)} (at least 2 with hold_out), got {phrasings}")
     rng = random.Random(seed)
     items = list(_THINGS.items())
     rows = []
     for _ in range(n):
         thing, colour = rng.choice(items)
         extra = " ".join(" ".join(_FILLER[: rng.randint(1, len(_FILLER))]) for _ in range(rng.randint(*filler)))
-        question = f"What colour is {thing}? {extra}".strip()
-        answer = f"The colour of {thing} is {colour}."
-        if fmt == "chat":
-            rows.append({"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
-        elif fmt == "alpaca":
-            rows.append({"instruction": "Name the colour.", "input": question, "output": answer})
-        elif fmt == "prompt_completion":
-            rows.append({"prompt": question, "completion": answer})
-        elif fmt == "text":
-            rows.append({"text": f"{question} {answer}"})
-        else:
-            raise ValueError(f"unknown format {fmt!r}")
+        template = PHRASINGS[0]
+        if phrasings > 1:  # draw only here, so phrasings=1 rows stay exactly what they always were
+            held = _held_out_phrasing(thing, phrasings) if hold_out else None
+            template = PHRASINGS[rng.choice([i for i in range(phrasings) if i != held])]
+        question = f"{template.format(thing=thing)} {extra}".strip()
+        rows.append(_format_row(question, f"The colour of {thing} is {colour}.", fmt))
     return rows
+
+
+def held_out_rows(phrasings: int, fmt: str = "chat") -> list[dict]:
+    """One row per thing, asked in the phrasing ``make_rows(..., phrasings=phrasings, hold_out=True)``
+    never uses for it."""
+    if not 2 <= phrasings <= len(PHRASINGS):
+        raise ValueError(f"phrasings must be 2..{len(PHRASINGS)} to hold one out, got {phrasings}")
+    return [
+        _format_row(PHRASINGS[_held_out_phrasing(thing, phrasings)].format(thing=thing),
+                    f"The colour of {thing} is {colour}.", fmt)
+        for thing, colour in _THINGS.items()
+    ]
+
+
+def _held_out_phrasing(thing: str, phrasings: int) -> int:
+    return list(_THINGS).index(thing) % phrasings
+
+
+def _format_row(question: str, answer: str, fmt: str) -> dict:
+    if fmt == "chat":
+        return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+    if fmt == "alpaca":
+        return {"instruction": "Name the colour.", "input": question, "output": answer}
+    if fmt == "prompt_completion":
+        return {"prompt": question, "completion": answer}
+    if fmt == "text":
+        return {"text": f"{question} {answer}"}
+    raise ValueError(f"unknown format {fmt!r}")
 
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
@@ -190,11 +226,21 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--format", choices=["chat", "alpaca", "prompt_completion", "text"], default="chat")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--max-filler", type=int, default=6, help="most filler phrases per prompt (length variety)")
+    d.add_argument("--phrasings", type=int, default=1, help=f"ask in the first N of {len(PHRASINGS)} phrasings")
+    d.add_argument("--hold-out", action="store_true", help="never ask a thing in its held-out phrasing")
+    h = sub.add_parser("heldout", help="write the questions `data --phrasings N --hold-out` never asks")
+    h.add_argument("path")
+    h.add_argument("--phrasings", type=int, required=True)
+    h.add_argument("--format", choices=["chat", "alpaca", "prompt_completion", "text"], default="chat")
     args = parser.parse_args(argv)
     if args.cmd == "model":
         print(build_model(args.output_dir, args.arch, args.hidden_size, args.layers))
+    elif args.cmd == "heldout":
+        print(write_jsonl(args.path, held_out_rows(args.phrasings, args.format)))
     else:
-        print(write_jsonl(args.path, make_rows(args.rows, args.format, args.seed, filler=(0, args.max_filler))))
+        rows = make_rows(args.rows, args.format, args.seed, filler=(0, args.max_filler),
+                         phrasings=args.phrasings, hold_out=args.hold_out)
+        print(write_jsonl(args.path, rows))
 
 
 if __name__ == "__main__":

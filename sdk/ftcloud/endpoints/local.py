@@ -212,7 +212,12 @@ class LocalEndpoints(Endpoints):
 
         Options that only SageMaker understands (instance type, scaling, ...) are refused here,
         so a pipeline does not silently get something else than it asked for."""
-        unsupported = sorted(k for k, v in options.items() if v not in (None, False, (), [], {}))
+        # network_isolation / vpc are tri-state: an explicit False asks for something too.
+        tri_state = {"network_isolation", "vpc"}
+        unsupported = sorted(
+            k for k, v in options.items()
+            if v not in (None, False, (), [], {}) or (k in tri_state and v is False)
+        )
         if unsupported:
             raise UsageError(
                 f"the local backend does not use {', '.join(unsupported)}: these are SageMaker settings.",

@@ -3,6 +3,14 @@
 Imported by :mod:`.server` only after the port is bound (FastAPI, pydantic and, in the load thread,
 torch come after). The routes stay thin: parsing is :mod:`.protocol`, batching :mod:`.batcher`,
 the model :mod:`.runner`, the cache :mod:`.cache`.
+
+Streaming (``"stream": true``): the answer is server-sent events over a ``StreamingResponse``, sent
+chunked as the pieces come. SageMaker's InvokeEndpointWithResponseStream requires exactly that: the
+container must stream its HTTP response body (chunked transfer encoding); SageMaker forwards the bytes
+to the caller as ``PayloadPart`` events, cut at arbitrary offsets (the SDK's ``iter_stream_text``
+re-joins them). A stream generates on its own (:meth:`.runner.ModelRunner.stream`, not in a batch),
+beside the batches, holds one slot of the queue bound (a full server answers 429 before the stream
+starts), and is never cached. Validation, the adapter and prompt checks all happen before the 200.
 """
 
 from __future__ import annotations
@@ -16,12 +24,25 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ftcloud.contract import CUSTOM_ATTRIBUTES_HEADER, MAX_REQUEST_BYTES
 from ftcloud_train.serving.batcher import DynamicBatcher, QueueFull, RequestTimeout, ShuttingDown
 from ftcloud_train.serving.cache import ResultCache
-from ftcloud_train.serving.protocol import RequestError, chat_response, generate_response, parse_request
+from ftcloud_train.serving.protocol import (
+    SSE_DONE,
+    SSE_MEDIA_TYPE,
+    ChatStream,
+    Generation,
+    ParsedRequest,
+    RequestError,
+    chat_response,
+    generate_response,
+    generate_stream_event,
+    generate_stream_final,
+    parse_request,
+    sse,
+)
 from ftcloud_train.serving.server import event
 from ftcloud_train.serving.settings import ServeSettings
 
@@ -158,6 +179,9 @@ def create_app(state: ServerState):
                                retry_after=RETRY_AFTER_LOADING_S)
         body = await read_body(request)
         parsed = parse_request(body, request.headers.get(CUSTOM_ATTRIBUTES_HEADER))
+        if parsed.stream:
+            return await start_stream(parsed), {"prompts": 1, "adapter": parsed.tasks[0].adapter,
+                                                "kind": parsed.kind, "stream": True}
         runner, cache = state.runner, state.cache
         results: list[Any] = [None] * len(parsed.tasks)
         todo, keys = [], []
@@ -192,13 +216,79 @@ def create_app(state: ServerState):
         return payload, {"prompts": len(parsed.tasks), "cache_hits": hits,
                          "adapter": parsed.tasks[0].adapter, "kind": parsed.kind}
 
+    async def start_stream(parsed: ParsedRequest) -> StreamingResponse:
+        """Check everything a non-streamed request checks, take a queue slot, start generating; the
+        events follow in the response body. Errors raised here still get their own HTTP status."""
+        runner, task = state.runner, parsed.tasks[0]
+        runner.resolve_adapter(task.adapter, "adapter_id" if parsed.kind == "chat" else "parameters.adapter_id")
+        prepared = await asyncio.to_thread(runner.prepare, task)
+        try:
+            state.batcher.reserve()
+        except QueueFull as exc:
+            raise RequestError(429, f"server busy: {exc}; retry shortly", retry_after=RETRY_AFTER_BUSY_S) from None
+        except ShuttingDown as exc:
+            raise RequestError(503, str(exc), retry_after=RETRY_AFTER_LOADING_S) from None
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+
+        def generate() -> None:
+            # Started here, not when the body is first read: the slot is released even if it never is.
+            try:
+                for item in runner.stream(prepared, state.settings.request_timeout_s, cancel):
+                    loop.call_soon_threadsafe(items.put_nowait, item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the response, which reports it
+                loop.call_soon_threadsafe(items.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(state.batcher.release)
+
+        threading.Thread(target=generate, name="ftcloud-stream-reader", daemon=True).start()
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream_events(parsed, items, cancel), media_type=SSE_MEDIA_TYPE, headers=headers)
+
+    async def stream_events(parsed: ParsedRequest, items: asyncio.Queue, cancel: threading.Event):
+        started = time.perf_counter()
+        chat = ChatStream(parsed, state.runner.name) if parsed.kind == "chat" else None
+        fields: dict[str, Any] = {"kind": parsed.kind, "pieces": 0}
+        token_id = None
+        try:
+            if chat is not None:
+                yield sse(chat.first())
+            while True:
+                item = await items.get()
+                if isinstance(item, Generation):
+                    fields.update(finish_reason=item.finish_reason, completion_tokens=item.completion_tokens)
+                    if chat is not None:
+                        yield sse(chat.last(item))
+                        yield SSE_DONE
+                    else:
+                        yield sse(generate_stream_final(parsed, item, token_id))
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, TimeoutError):
+                        err = {"error": f"request timed out: {item}", "status": 503}
+                    else:
+                        event("stream crashed", logging.ERROR, exc_info=item)
+                        err = {"error": f"internal error: {type(item).__name__}: {item}", "status": 500}
+                    fields["error"] = err["error"]
+                    yield sse(err)
+                    return
+                if fields["pieces"] == 0:
+                    fields["first_piece_ms"] = round((time.perf_counter() - started) * 1000, 2)
+                fields["pieces"] += 1
+                token_id = item.token_id
+                yield sse(chat.piece(item.text) if chat is not None else generate_stream_event(item.text, token_id))
+        finally:
+            cancel.set()  # client gone or stream over: the model stops at its next token
+            event("stream finished", seconds=round(time.perf_counter() - started, 3), **fields)
+
     @app.post("/invocations")
     async def invocations(request: Request):
         started = time.perf_counter()
         fields: dict[str, Any] = {}
         try:
             payload, fields = await answer(request)
-            response = JSONResponse(payload)
+            response = payload if isinstance(payload, Response) else JSONResponse(payload)
         except RequestError as exc:
             response = error(exc)
             fields = {"error": exc.message}

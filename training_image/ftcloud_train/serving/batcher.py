@@ -7,7 +7,8 @@ adapters); ``key=None`` runs alone. Incompatible items stay queued, in arrival o
 next batch. One worker thread runs the batches (one model), so the event loop keeps answering
 ``/ping`` while a batch generates.
 
-Admission is bounded: more than ``max_queue`` items in flight (waiting + generating) raises
+Admission is bounded: more than ``max_queue`` items in flight (waiting + generating, plus streams
+that generate on their own and hold a slot with :meth:`DynamicBatcher.reserve`) raises
 :class:`QueueFull` (the server answers 429 with Retry-After). Each item has a timeout
 (:class:`RequestTimeout`, 503); an item that times out while waiting is skipped, not generated.
 :meth:`DynamicBatcher.close` refuses new items and finishes the queued ones (SIGTERM drains).
@@ -137,6 +138,22 @@ class DynamicBatcher:
 
     async def submit(self, item: Any) -> Any:
         return (await self.submit_many([item]))[0]
+
+    # -- work done outside the batches (streams) ---------------------------------------
+    def reserve(self) -> None:
+        """Count one request that generates on its own (a stream) as in flight, under the same bound.
+
+        Raises :class:`QueueFull` / :class:`ShuttingDown` like :meth:`submit_many`; pair with :meth:`release`."""
+        if self._closing or self._task is None:
+            raise ShuttingDown("the server is shutting down")
+        if self._in_flight + 1 > self.max_queue:
+            self.stats.rejected += 1
+            raise QueueFull(f"{self._in_flight} requests in flight, limit {self.max_queue} (FTCLOUD_MAX_QUEUE)")
+        self._in_flight += 1
+        self.stats.max_depth = max(self.stats.max_depth, self._in_flight)
+
+    def release(self) -> None:
+        self._in_flight -= 1
 
     # -- the loop ----------------------------------------------------------------------
     def _drop_cancelled(self) -> None:

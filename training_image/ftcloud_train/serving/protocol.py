@@ -5,6 +5,20 @@ Two request shapes users already know:
 * TGI / LMI: ``{"inputs": str | [str], "parameters": {...}}`` -> ``[{"generated_text": ...}, ...]``
 * OpenAI-style chat: ``{"messages": [...], "max_tokens": ..., ...}`` -> a ``chat.completion`` object.
 
+With ``"stream": true`` the answer is ``text/event-stream`` (server-sent events, one ``data: <json>``
+line and a blank line per event), in the shape of the API the request came in:
+
+* TGI: one ``{"token": {"id": N, "text": "...", "special": false}, "generated_text": null, "details": null}``
+  per piece of text, then ``{"token": {"id": N, "text": "", "special": true}, "generated_text": "<full text>",
+  "details": {"finish_reason": ..., "generated_tokens": ..., "prompt_tokens": ..., "seed": ...}}``; then the
+  stream ends (TGI sends no ``[DONE]``).
+* chat: ``chat.completion.chunk`` objects: the first ``delta`` is ``{"role": "assistant", "content": ""}``,
+  then one ``{"content": "..."}`` per piece, a last chunk with an empty ``delta``, the ``finish_reason`` and
+  ``usage``; then ``data: [DONE]``.
+
+A failure after the stream started (timeout, model error) is one ``{"error": "...", "status": N}`` event
+that ends the stream (the HTTP status is already 200 by then).
+
 Validation lives in the models (pydantic), not in ad-hoc checks: every rejection becomes a
 :class:`RequestError` whose message names the field (``parameters.temperature: ...``). The parsed
 request becomes plain :class:`GenerationTask` objects; nothing here knows about HTTP or torch.
@@ -80,7 +94,7 @@ class GenerateRequest(BaseModel):
 
     inputs: _Prompt | Annotated[list[_Prompt], Field(min_length=1, max_length=MAX_INPUTS)]
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
-    stream: Literal[False] = False  # streaming is not offered (yet): refuse it loudly, not silently
+    stream: bool = False  # server-sent events, one prompt only (see parse_request)
 
 
 class TextPart(BaseModel):
@@ -118,7 +132,7 @@ class ChatRequest(BaseModel):
     n: Literal[1] = 1
     user: str | None = None
     adapter_id: str | None = Field(default=None, min_length=1, max_length=128)
-    stream: Literal[False] = False
+    stream: bool = False
 
     _stop = field_validator("stop", mode="before")(_stop_list)
 
@@ -209,6 +223,7 @@ class ParsedRequest:
     return_full_text: bool = False
     model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False  # answer with server-sent events (one task), never from the cache
 
 
 def _field(loc: tuple) -> str:
@@ -231,8 +246,6 @@ def _validation_error(exc: ValidationError) -> RequestError:
     elif where == "inputs" or where.startswith("inputs["):
         where, message = "inputs", f"must be a non-empty string or a list of 1 to {MAX_INPUTS} non-empty strings"
         errors = errors[:1]
-    elif where.endswith("stream"):
-        message = "streaming is not supported by this server; send the request without stream"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return RequestError(422, f"{where}: {message}{more}", field=where)
 
@@ -271,13 +284,17 @@ def parse_request(body: bytes, custom_attributes: str | None = None) -> ParsedRe
                      chat.top_p, chat.top_k, chat.repetition_penalty, chat.stop, chat.seed)
         messages = tuple((m.role, m.text()) for m in chat.messages)
         task = GenerationTask(text=None, messages=messages, sampling=s, adapter=chat.adapter_id or header_adapter)
-        return ParsedRequest(kind="chat", tasks=[task], model=chat.model)
+        return ParsedRequest(kind="chat", tasks=[task], model=chat.model, stream=chat.stream)
     p = req.parameters
     s = sampling(p.max_new_tokens, p.do_sample, p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.stop, p.seed)
+    if req.stream and not isinstance(req.inputs, str):
+        raise RequestError(422, "stream: a streamed request answers one prompt; send \"inputs\" as a single "
+                                "string, or send the list without stream", field="stream")
     texts = [req.inputs] if isinstance(req.inputs, str) else list(req.inputs)
     adapter = p.adapter_id or header_adapter
     tasks = [GenerationTask(text=t, messages=None, sampling=s, adapter=adapter) for t in texts]
-    return ParsedRequest(kind="generate", tasks=tasks, details=p.details, return_full_text=p.return_full_text)
+    return ParsedRequest(kind="generate", tasks=tasks, details=p.details, return_full_text=p.return_full_text,
+                         stream=req.stream)
 
 
 # ---------------------------------------------------------------------------
@@ -316,3 +333,55 @@ def chat_response(request: ParsedRequest, result: Generation, model_name: str) -
             "total_tokens": result.prompt_tokens + result.completion_tokens,
         },
     }
+
+
+# ---------------------------------------------------------------------------
+# Streamed responses (server-sent events)
+# ---------------------------------------------------------------------------
+SSE_MEDIA_TYPE = "text/event-stream"
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def sse(data: dict[str, Any]) -> bytes:
+    """One server-sent event. Compact JSON holds no newline, so one ``data:`` line is the whole event."""
+    return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+def generate_stream_event(text: str, token_id: int | None) -> dict[str, Any]:
+    """TGI's event for one piece of the answer."""
+    return {"token": {"id": token_id, "text": text, "special": False}, "generated_text": None, "details": None}
+
+
+def generate_stream_final(request: ParsedRequest, result: Generation, token_id: int | None) -> dict[str, Any]:
+    """TGI's last event: the full text (``return_full_text`` honoured) and the details."""
+    task = request.tasks[0]
+    return {
+        "token": {"id": token_id, "text": "", "special": True},
+        "generated_text": (task.text or "") + result.text if request.return_full_text else result.text,
+        "details": {"finish_reason": result.finish_reason, "generated_tokens": result.completion_tokens,
+                    "prompt_tokens": result.prompt_tokens, "seed": task.sampling.seed},
+    }
+
+
+class ChatStream:
+    """The ``chat.completion.chunk`` objects of one streamed chat answer (one id and timestamp for all)."""
+
+    def __init__(self, request: ParsedRequest, model_name: str):
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = request.model or model_name
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+
+    def first(self) -> dict[str, Any]:
+        return self.chunk({"role": "assistant", "content": ""})
+
+    def piece(self, text: str) -> dict[str, Any]:
+        return self.chunk({"content": text})
+
+    def last(self, result: Generation) -> dict[str, Any]:
+        return self.chunk({}, result.finish_reason, usage={
+            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens})

@@ -5,6 +5,8 @@ Testable without a socket::
     runner = ModelRunner.load(model_dir)
     prepared = [runner.prepare(task) for task in tasks]      # tokenize, check context, pick adapter
     answers = runner.generate(prepared)                       # one left-padded ``generate`` call
+    for item in runner.stream(prepared[0], timeout_s=55):     # one answer, piece by piece (SSE)
+        ...
 
 What ``model/`` may hold (``recipe.save_artifacts``), see :meth:`Artifact.inspect`:
 
@@ -20,10 +22,15 @@ torch / transformers / peft are imported inside the functions: the server binds 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
+import queue
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +190,7 @@ class ModelRunner:
         self.generate_calls = 0  # model calls (tests: cache hits must not add to it)
         self.generated_rows = 0
         self._tokenizer_lock = threading.Lock()  # fast tokenizers refuse concurrent mutable use
+        self._adapter_modes = _ModeGate()
 
     # -- loading -----------------------------------------------------------------------
     @classmethod
@@ -315,6 +323,14 @@ class ModelRunner:
 
         self.generate_calls += 1
         self.generated_rows += len(batch)
+        kwargs, width = self._generate_kwargs(batch)
+        with torch.inference_mode():
+            out = self._call_generate(kwargs, [p.adapter for p in batch])
+        return [self._decode(p, out[i, width:].tolist()) for i, p in enumerate(batch)]
+
+    def _generate_kwargs(self, batch: list[Prepared], extra_stops: list | None = None) -> tuple[dict[str, Any], int]:
+        import torch
+
         device = self._device()
         width = max(len(p.input_ids) for p in batch)
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
@@ -333,15 +349,89 @@ class ModelRunner:
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
         else:  # the model's generation_config may carry sampling knobs; greedy ignores them, say so
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        stops = list(extra_stops or [])
         if any(p.sampling.stop for p in batch) or len({p.max_new_tokens for p in batch}) > 1:
+            stops.append(_RowStops(self, batch, width))
+        if stops:
             from transformers import StoppingCriteriaList
 
-            kwargs["stopping_criteria"] = StoppingCriteriaList([_RowStops(self, batch, width)])
+            kwargs["stopping_criteria"] = StoppingCriteriaList(stops)
         if s.do_sample and s.seed is not None:
             torch.manual_seed(s.seed)
-        with torch.inference_mode():
-            out = self._call_generate(kwargs, [p.adapter for p in batch])
-        return [self._decode(p, out[i, width:].tolist()) for i, p in enumerate(batch)]
+        return kwargs, width
+
+    # -- one streamed answer -------------------------------------------------------------
+    def stream(self, p: Prepared, timeout_s: float, cancel: threading.Event | None = None
+               ) -> Iterator[StreamPiece | Generation]:
+        """Generate one answer piece by piece: yields :class:`StreamPiece` items as text becomes final,
+        then the :class:`Generation` (the full text is exactly the pieces joined).
+
+        ``generate`` runs in its own thread feeding a ``TextIteratorStreamer``; this iterator only reads
+        its queue, so a caller on another thread never holds the model. Text that may be the start of a
+        stop sequence is held back until it is not; once the text holds a stop sequence the answer ends
+        before it and generation is cancelled. ``cancel`` (client gone) and ``timeout_s`` (the whole
+        answer, as for batched requests) end generation too; a timeout raises :class:`TimeoutError`.
+        """
+        import torch
+
+        cancel = cancel or threading.Event()
+        deadline = time.monotonic() + timeout_s
+        self.generate_calls += 1
+        self.generated_rows += 1
+        streamer = _piece_streamer(self.tokenizer, self._tokenizer_lock, self.eos_ids)
+        kwargs, _ = self._generate_kwargs([p], extra_stops=[_Cancelled(cancel)])
+        kwargs["streamer"] = streamer
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self._call_generate(kwargs, [p.adapter])
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, name="ftcloud-stream", daemon=True)
+        worker.start()
+        stops = p.sampling.stop
+        text, sent, token_id, stopped = "", 0, None, False
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no complete answer within {timeout_s:g} s (FTCLOUD_REQUEST_TIMEOUT_S)")
+                try:
+                    item = streamer.text_queue.get(timeout=remaining)
+                except queue.Empty:
+                    continue
+                if item is streamer.stop_signal:
+                    break
+                piece, token_id = item
+                text += piece
+                cut = _first_stop(text, stops)
+                if cut is not None:
+                    if cut > sent:
+                        yield StreamPiece(text[sent:cut], token_id)
+                    text, sent, stopped = text[:cut], cut, True
+                    cancel.set()
+                    break
+                ready = len(text) - _stop_prefix_len(text, stops)
+                if ready > sent:
+                    yield StreamPiece(text[sent:ready], token_id)
+                    sent = ready
+        finally:
+            cancel.set()  # an early exit (timeout, client gone) stops the model too
+            worker.join()
+        if failure:
+            raise failure[0]
+        if not stopped and sent < len(text):
+            yield StreamPiece(text[sent:], token_id)
+        tokens = streamer.tokens
+        ended_by_eos = bool(tokens) and tokens[-1] in self.eos_ids
+        completion = len(tokens) - 1 if ended_by_eos else len(tokens)
+        finish = "length" if completion >= p.max_new_tokens and not (stopped or ended_by_eos) else "stop"
+        yield Generation(text=text, finish_reason=finish, prompt_tokens=len(p.input_ids),
+                         completion_tokens=completion)
 
     def _device(self):
         return next(self.model.parameters()).device
@@ -350,14 +440,17 @@ class ModelRunner:
         if not self.artifact.is_adapter:
             return self.model.generate(**kwargs)
         names = set(adapters)
-        if len(names) == 1:  # one adapter for all rows: the fast path, no per-row routing
-            name = adapters[0]
-            if name == BASE_ADAPTER:
+        mode = adapters[0] if len(names) == 1 else _MIXED
+        # A stream generates beside the batches: the adapter switch is model-wide state, so a
+        # generation holds its mode for its whole run and another mode waits for it.
+        with self._adapter_modes.hold(mode):
+            if mode == BASE_ADAPTER:
                 with self.model.disable_adapter():
                     return self.model.generate(**kwargs)
-            self.model.set_adapter(name)
-            return self.model.generate(**kwargs)
-        return self.model.generate(**kwargs, adapter_names=list(adapters))
+            if mode != _MIXED:  # one adapter for all rows: the fast path, no per-row routing
+                self.model.set_adapter(mode)
+                return self.model.generate(**kwargs)
+            return self.model.generate(**kwargs, adapter_names=list(adapters))
 
     def _decode(self, p: Prepared, tokens: list[int]) -> Generation:
         tokens = tokens[: p.max_new_tokens]
@@ -395,6 +488,115 @@ class ModelRunner:
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
     found = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(found) if found else None
+
+
+def _stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest tail of ``text`` that begins some stop sequence (held back while streaming)."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:k]):
+                best = k
+                break
+    return best
+
+
+@dataclass(frozen=True)
+class StreamPiece:
+    """A piece of a streamed answer; ``token_id``: the last token it decodes."""
+
+    text: str
+    token_id: int | None
+
+
+_MIXED = object()  # per-row adapters (PEFT adapter_names): a mode of its own
+
+
+class _ModeGate:
+    """Generations in the same adapter mode run together; a different mode waits until they end.
+
+    Once someone waits, newcomers of the running mode wait too, so a steady flow of streams on one
+    adapter cannot starve a batch on another."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._mode: Any = None
+        self._users = 0
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def hold(self, mode: Any):
+        with self._cond:
+            if not (self._users == 0 or (self._mode == mode and self._waiting == 0)):
+                self._waiting += 1
+                self._cond.wait_for(lambda: self._users == 0)
+                self._waiting -= 1
+            self._mode = mode
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                self._cond.notify_all()
+
+
+@functools.lru_cache(maxsize=1)
+def _piece_streamer_class():
+    from transformers import TextIteratorStreamer
+
+    class PieceStreamer(TextIteratorStreamer):
+        """``TextIteratorStreamer`` that queues ``(text, last token id)``, keeps the generated ids, does
+        not decode EOS ids (a list may hold non-special tokens) and decodes under the runner's lock."""
+
+        def __init__(self, tokenizer, lock: threading.Lock, eos_ids: list[int]):
+            super().__init__(_LockedDecoder(tokenizer, lock), skip_prompt=True, skip_special_tokens=True)
+            self.eos_ids = set(eos_ids)
+            self.tokens: list[int] = []
+
+        def put(self, value):
+            if self.next_tokens_are_prompt:
+                return super().put(value)
+            ids = value.reshape(-1).tolist()
+            self.tokens.extend(ids)
+            kept = [t for t in ids if t not in self.eos_ids]
+            if kept:
+                super().put(value.new_tensor(kept))
+
+        def on_finalized_text(self, text: str, stream_end: bool = False):
+            if text:
+                self.text_queue.put((text, self.tokens[-1] if self.tokens else None), timeout=self.timeout)
+            if stream_end:
+                self.text_queue.put(self.stop_signal, timeout=self.timeout)
+
+    return PieceStreamer
+
+
+def _piece_streamer(tokenizer, lock: threading.Lock, eos_ids: list[int]):
+    return _piece_streamer_class()(tokenizer, lock, eos_ids)
+
+
+class _LockedDecoder:
+    """The tokenizer's ``decode`` under the runner's tokenizer lock (the streamer decodes in its thread)."""
+
+    def __init__(self, tokenizer, lock: threading.Lock):
+        self._tokenizer, self._lock = tokenizer, lock
+
+    def decode(self, *args, **kwargs):
+        with self._lock:
+            return self._tokenizer.decode(*args, **kwargs)
+
+
+class _Cancelled:
+    """Stopping criterion: ends generation once ``event`` is set (stop sequence seen, client gone)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 class _RowStops:
