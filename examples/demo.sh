@@ -32,7 +32,7 @@ python -m ftcloud_train.tiny heldout "$WORK/heldout.jsonl" --phrasings "$PHRASIN
 echo "== 2/5 fine-tuning with QLoRA (4-bit NF4 base, LoRA adapters) on the local backend"
 ftcloud launch --backend local --name "$JOB" --technique qlora \
   --model "$WORK/tiny-llama" --data "$WORK/train.jsonl" \
-  --set max_steps=500 --set per_device_train_batch_size=8 --set gradient_accumulation_steps=1 \
+  --set max_steps=300 --set per_device_train_batch_size=8 --set gradient_accumulation_steps=1 \
   --set learning_rate=3e-3 --set max_length=128 --set logging_steps=25 --set save_steps=100 \
   --wait
 ftcloud status "$JOB" --backend local

@@ -123,7 +123,7 @@ SERVE_ENV_DEFAULTS = {
     "FTCLOUD_CACHE_SIZE": "1024",  # result cache entries; 0 disables it
     "FTCLOUD_CACHE_TTL_S": "600",
     "FTCLOUD_BASE_MODEL": "",  # base of an adapter-only artifact: path or model id
-    "FTCLOUD_LOAD_IN": "none",  # none | 8bit | 4bit (bitsandbytes)
+    "FTCLOUD_LOAD_IN": "auto",  # auto (as trained) | none | 8bit | 4bit (bitsandbytes)
 }
 
 

@@ -44,9 +44,10 @@ FAKE_TRAINER = textwrap.dedent(
         signal.signal(signal.SIGTERM, lambda s, f: os._exit(143))
     elif mode == "finish_on_stop":  # the stop lands while the final model is written: it still completes
         signal.signal(signal.SIGTERM, lambda s, f: os._exit(0))
-    # Started only once its handler is in place, so a test's SIGTERM meets the mode's behaviour.
-    (root.parent / "trainer.started").write_text(str(os.getpid()))
+    # Started only once its handler is in place, so a test's SIGTERM meets the mode's behaviour
+    # (and after its only print, so a runner killed right after cannot break a pending write).
     print("fake trainer running", flush=True)
+    (root.parent / "trainer.started").write_text(str(os.getpid()))
     if mode == "finish":
         sys.exit(0)
     time.sleep(float(os.environ.get("FAKE_TRAINER_SECONDS", "60")))

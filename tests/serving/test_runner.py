@@ -177,3 +177,28 @@ def test_quantized_loading_serves_adapters(adapter_ml_root, load_in, layer):
     out = batched(runner, tasks)
     assert all(g.completion_tokens > 0 for g in out)
     assert [g.text for g in out] == [g.text for g in one_by_one(runner, tasks)]
+
+
+@pytest.mark.parametrize(
+    ("requested", "kind", "trained", "expected"),
+    [
+        ("auto", "adapter", {"resolved": {"quantization": "4bit"}}, "4bit"),  # QLoRA / QDoRA
+        ("auto", "adapter", {"resolved": {"quantization": "8bit"}}, "8bit"),
+        ("auto", "adapter", {"resolved": {"quantization": "none"}}, "none"),  # LoRA on a 16/32-bit base
+        ("auto", "adapter", None, "none"),  # an adapter trained elsewhere: no spec, no guess
+        ("auto", "full", {"resolved": {"quantization": "none"}}, "none"),
+        ("none", "adapter", {"resolved": {"quantization": "4bit"}}, "none"),  # explicit wins
+        ("8bit", "full", None, "8bit"),
+    ],
+)
+def test_auto_load_mode_serves_an_adapter_on_the_base_it_was_trained_against(tmp_path, requested, kind, trained,
+                                                                             expected):
+    from ftcloud_train.serving.runner import resolve_load_in
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    if trained is not None:
+        (model_dir / "ftcloud_spec.json").write_text(json.dumps(trained))
+    adapters = {"default": model_dir} if kind == "adapter" else {}
+    artifact = Artifact(model_dir, "base-or-weights", adapters)
+    assert resolve_load_in(requested, artifact) == expected

@@ -15,7 +15,7 @@ def test_defaults_come_from_the_contract_and_sagemaker_sets_the_port():
     assert (s.port, s.host, s.model_dir) == (9001, "0.0.0.0", Path("/srv/ml/model"))
     assert s.max_batch_size == int(SERVE_ENV_DEFAULTS["FTCLOUD_MAX_BATCH_SIZE"]) == 8
     assert (s.max_wait_ms, s.max_queue, s.request_timeout_s) == (10, 64, 55)
-    assert (s.cache_size, s.cache_ttl_s, s.base_model, s.load_in) == (1024, 600, None, "none")
+    assert (s.cache_size, s.cache_ttl_s, s.base_model, s.load_in) == (1024, 600, None, "auto")
     assert ServeSettings.from_env({}).port == 8080
     local = ServeSettings.from_env({"FTCLOUD_SERVE_HOST": "127.0.0.1", "FTCLOUD_LOAD_IN": "4BIT"}, port=0)
     assert (local.host, local.port, local.load_in) == ("127.0.0.1", 0, "4bit")

@@ -12,11 +12,24 @@ from ftcloud.contract import format_metric_line
 def log(message: str) -> None:
     """A human-readable progress line (rank 0 only under torchrun)."""
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"[ftcloud] {message}", flush=True)
+        _print(f"[ftcloud] {message}")
 
 
 def emit_metrics(step: int, metrics: dict[str, float]) -> None:
-    print(format_metric_line(step, metrics), flush=True)
+    _print(format_metric_line(step, metrics))
+
+
+def _print(line: str) -> None:
+    """Print, surviving a reader that went away. The local runner reads our output through a pipe;
+    when it dies (its death also sends us SIGTERM), the next print would raise BrokenPipeError and
+    end training before the stop checkpoint is written. Then the output goes to /dev/null instead."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
 
 
 def write_json_atomic(path: Path, data) -> None:

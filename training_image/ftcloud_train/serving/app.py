@@ -89,12 +89,13 @@ class ServerState:
         s = self.settings
         started = time.perf_counter()
         try:
-            from ftcloud_train.serving.runner import Artifact, ModelRunner
+            from ftcloud_train.serving.runner import Artifact, ModelRunner, resolve_load_in
 
             artifact = Artifact.inspect(s.model_dir, s.ml_root, s.base_model)
+            load_in = resolve_load_in(s.load_in, artifact)
             event("loading model", weights=artifact.weights, weights_from=artifact.base_source,
-                  adapters=list(artifact.adapters), load_in=s.load_in)
-            runner = ModelRunner.load(s.model_dir, s.ml_root, s.base_model, s.load_in, artifact=artifact)
+                  adapters=list(artifact.adapters), load_in=load_in)
+            runner = ModelRunner.load(s.model_dir, s.ml_root, s.base_model, load_in, artifact=artifact)
         except Exception as exc:  # noqa: BLE001 - a model that cannot load ends the server, loudly
             self.load_error = f"{type(exc).__name__}: {exc}"
             event("model load failed", logging.ERROR, exc_info=True, error=self.load_error)

@@ -149,6 +149,22 @@ class Artifact:
         return bool(self.adapters)
 
 
+def resolve_load_in(requested: str, artifact: Artifact) -> str:
+    """The base's load mode. ``auto``: an adapter is served on the base quantization it was
+    trained against (QLoRA/QDoRA adapters learned to correct the 4-bit base's rounding, so an
+    unquantized base answers differently); full or merged weights load unquantized."""
+    if requested != "auto":
+        return requested
+    if not artifact.is_adapter:
+        return "none"
+    try:
+        spec = json.loads((artifact.model_dir / "ftcloud_spec.json").read_text())
+    except (OSError, ValueError):
+        return "none"  # an adapter trained elsewhere: nothing says it was quantized
+    mode = (spec.get("resolved") or {}).get("quantization") or spec.get("quantization") or "none"
+    return mode if mode in ("4bit", "8bit") else "none"
+
+
 def model_version(model_dir: Path) -> str:
     """A short fingerprint of the artifact (names, sizes, mtimes): cache keys change with the model."""
     digest = hashlib.sha256()

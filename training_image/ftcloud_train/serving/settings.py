@@ -16,7 +16,7 @@ from ftcloud.contract import (
     ContainerPaths,
 )
 
-LOAD_IN_CHOICES = ("none", "8bit", "4bit")
+LOAD_IN_CHOICES = ("auto", "none", "8bit", "4bit")
 
 
 class SettingsError(ValueError):
@@ -64,7 +64,7 @@ class ServeSettings:
                 port = int(raw)
             except ValueError:
                 raise SettingsError(f"{SERVE_PORT_ENV}={raw!r} is not a port number") from None
-        load_in = _env("FTCLOUD_LOAD_IN", env).lower() or "none"
+        load_in = _env("FTCLOUD_LOAD_IN", env).lower() or "auto"
         if load_in not in LOAD_IN_CHOICES:
             raise SettingsError(f"FTCLOUD_LOAD_IN={load_in!r} must be one of {', '.join(LOAD_IN_CHOICES)}")
         return cls(
