@@ -35,6 +35,24 @@ class _SpecChoice(click.Choice):
         return getattr(spec, self._constant)
 
 
+# ---------------------------------------------------------------------- shared helpers
+def key_value_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    """``("a=1", "b=2")`` -> ``{"a": "1", "b": "2"}`` for repeatable ``--flag KEY=VALUE`` options."""
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"{flag} {item!r}: expected KEY=VALUE.")
+        out[key] = value
+    return out
+
+
+def format_time(ts: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
 # ---------------------------------------------------------------------- shared options
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     # Group-level and command-level options share ctx.meta; the later (command) value wins.

@@ -8,27 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ftcloud.cli import _as_json, _client, _emit_json, _header, cli, common_options
-
-
-def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.UsageError(f"{flag} {item!r}: expected KEY=VALUE.")
-        out[key] = value
-    return out
-
-
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+from ftcloud.cli import format_time as _when
+from ftcloud.cli import key_value_pairs as _pairs
 
 
 def _complete_endpoints(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:

@@ -6,30 +6,24 @@ click and the CLI helpers at start-up; registered from :mod:`ftcloud.cli`.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
 
-from ftcloud.cli import _as_json, _client, _complete_job_names, _emit_json, cli, common_options
+from ftcloud.cli import (
+    _as_json,
+    _client,
+    _complete_job_names,
+    _emit_json,
+    cli,
+    common_options,
+    key_value_pairs,
+)
+from ftcloud.cli import format_time as _when
 
 
 def _registry_header(registry: Any) -> None:
     click.echo(f"registry: {registry.name} · {registry.describe_target()}", err=True)
-
-
-def _parse_tags(values: tuple[str, ...]) -> dict[str, str]:
-    tags = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.UsageError(f"--tag {item!r}: expected KEY=VALUE.")
-        tags[key] = value
-    return tags
-
-
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
 
 
 def _status_line(version: Any) -> str:
@@ -54,7 +48,7 @@ def register(job: str, group: str | None, description: str | None, tags: tuple[s
     client = _client()
     backend = client.backend_for_job(job)
     _registry_header(client.registry(backend.name))
-    version = client.register(job, group, description=description, tags=_parse_tags(tags))
+    version = client.register(job, group, description=description, tags=key_value_pairs(tags, "--tag"))
     if _as_json():
         _emit_json(version.to_dict())
         return
@@ -67,20 +61,24 @@ def register(job: str, group: str | None, description: str | None, tags: tuple[s
     click.echo(f"Approve it: ftcloud approve {version.ref} --reason TEXT   (or reject it with a reason)")
 
 
+def _decide(ref: str, reason: str | None, verb: str) -> None:
+    """approve / reject: one SDK call on the registry REF lives in, then print the new status."""
+    client = _client()
+    _registry_header(client.registry_for_ref(ref))
+    version = getattr(client, verb)(ref, reason)
+    if _as_json():
+        _emit_json(version.to_dict())
+    else:
+        click.echo(_status_line(version))
+
+
 @cli.command()
 @click.argument("ref", metavar="REF")
 @click.option("--reason", help="Why it is approved (kept with the version).")
 @common_options
 def approve(ref: str, reason: str | None) -> None:
     """Approve a model version: REF is a package ARN, GROUP:VERSION or GROUP (its latest)."""
-    client = _client()
-    registry = client.registry_for_ref(ref)
-    _registry_header(registry)
-    version = client.approve(ref, reason)
-    if _as_json():
-        _emit_json(version.to_dict())
-    else:
-        click.echo(_status_line(version))
+    _decide(ref, reason, "approve")
 
 
 @cli.command()
@@ -89,14 +87,7 @@ def approve(ref: str, reason: str | None) -> None:
 @common_options
 def reject(ref: str, reason: str) -> None:
     """Reject a model version: REF is a package ARN, GROUP:VERSION or GROUP (its latest)."""
-    client = _client()
-    registry = client.registry_for_ref(ref)
-    _registry_header(registry)
-    version = client.reject(ref, reason)
-    if _as_json():
-        _emit_json(version.to_dict())
-    else:
-        click.echo(_status_line(version))
+    _decide(ref, reason, "reject")
 
 
 @cli.command()
