@@ -49,7 +49,7 @@ def test_image_installs_ci_pins_runs_as_root_and_declares_the_serving_contract()
     args = {}
     for keyword, value in parsed:
         args.setdefault(keyword, []).append(value)
-    assert 'pip install -c constraints.txt ".[train,serve]"' in args["RUN"]
+    assert 'pip install -c constraints.txt ".[train,serve,data]"' in args["RUN"]
     # SageMaker mounts /opt/ml at run time and expects root; an explicit final USER root also
     # guards against a base image that switches user.
     assert args["USER"][-1] in ("root", "0")
