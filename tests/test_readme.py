@@ -10,8 +10,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-#: Pages that document CLI commands: job commands, then registry and endpoint commands.
-COMMAND_PAGES = (DOCS / "cli.md", DOCS / "serving.md")
+#: Pages that document CLI commands: job commands first, then one page per area (those that exist).
+COMMAND_PAGES = tuple(
+    page
+    for page in (DOCS / name for name in ("cli.md", "serving.md", "tuning.md", "data.md", "plan.md", "watching.md"))
+    if page.exists()
+)
 
 
 def test_hyperparameter_table_matches_the_spec():
@@ -57,8 +61,8 @@ def test_every_cli_command_is_documented():
     assert {"launch", "platform use", "deploy", "register"} <= {path for path, _ in commands}
     missing = [path for path, _ in commands if _documented_on(path) is None]
     assert not missing, (
-        f"commands without a heading (or usage line) naming 'ftcloud <command>' in docs/cli.md or "
-        f"docs/serving.md: {', '.join(missing)}"
+        f"commands without a heading (or usage line) naming 'ftcloud <command>' in one of "
+        f"{', '.join('docs/' + p.name for p in COMMAND_PAGES)}: {', '.join(missing)}"
     )
 
 
