@@ -30,6 +30,8 @@ Columns:
   includes start-up);
 * peak GPU memory: ``peak_gpu_memory_bytes`` of ``metrics.json`` (``torch.cuda.max_memory_allocated``
   in the training process, before evaluation);
+* plan GiB: what ``ftcloud plan``'s estimator predicts for the same run (tensors, without the CUDA
+  context that ``max_memory_allocated`` does not see either; an upper bound for length-grouped rows);
 * MFU: model FLOPs per token x tokens/s / the GPU's dense peak (table below). Model FLOPs per
   token = 2N forward + 2N backward through the activations + 2N' weight gradients, where N counts
   the parameters that do matrix multiplies (input embeddings excluded, the output head included)
@@ -61,20 +63,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 #: GPU name fragment -> dense bf16 TFLOPS (fp16 for GPUs without bf16: V100, T4). First match wins,
-#: so longer names come first. A10G: NVIDIA publishes no figure of its own; the A10's is used.
-PEAK_TFLOPS: list[tuple[str, float]] = [
-    ("B200", 2250.0),
-    ("H200", 989.0),
-    ("H100 PCIe", 756.0),
-    ("H100", 989.0),  # SXM
-    ("A100", 312.0),
-    ("L40S", 362.0),
-    ("A10G", 125.0),
-    ("A10", 125.0),
-    ("L4", 121.0),
-    ("V100", 125.0),
-    ("T4", 65.0),
-]
+#: so longer names come first. Defined once, in the planner's GPU table (A10G: the A10's figure).
+from ftcloud.planning.instances import GPUS  # noqa: E402
+
+PEAK_TFLOPS: list[tuple[str, float]] = [(name, gpu.peak_tflops) for name, gpu in GPUS.items()]
 
 #: Model shapes (transformers LlamaConfig fields). ``tiny`` is the CPU stand-in.
 SHAPES: dict[str, dict] = {
@@ -148,6 +140,7 @@ class Result:
     steps: int | None = None
     tokens_per_second: float | None = None
     peak_gpu_memory_gb: float | None = None
+    plan_gpu_memory_gb: float | None = None  # the planner's estimate of the same peak (tensors, no overhead)
     mfu: float | None = None
     loss_first: float | None = None
     loss_last: float | None = None
@@ -299,8 +292,23 @@ def read_results(paths, output: str, result: Result, sizes: dict, env: Environme
     peak = metrics.get("peak_gpu_memory_bytes")
     if peak:
         result.peak_gpu_memory_gb = peak / 2**30
+    result.plan_gpu_memory_gb = planned_peak_gb(paths, env)
     result.mfu = mfu(result.tokens_per_second, sizes["matmul_parameters"], metrics.get("trainable_parameters"),
                      env.peak_tflops)
+
+
+def planned_peak_gb(paths, env: Environment) -> float | None:
+    """The planner's estimate for this run (:mod:`ftcloud.planning`): what ``max_memory_allocated``
+    sees, i.e. tensors without the CUDA context. Rows at max_length (packed) are its exact shape;
+    length-grouped batches are shorter, so there it is an upper bound."""
+    from ftcloud.planning.catalog import resolve_model
+    from ftcloud.planning.memory import MemoryInputs, estimate_memory
+    from ftcloud.spec import TrainingSpec
+
+    spec = TrainingSpec.from_mapping(json.loads(paths.hyperparameters.read_text()))
+    gpu_bf16 = env.bf16 if env.device == "cuda" else None
+    est = estimate_memory(resolve_model(spec.model), MemoryInputs.from_spec(spec, gpu_bf16=gpu_bf16))
+    return est.tensors / 2**30
 
 
 def mfu(tokens_per_second: float | None, matmul_params: int, trainable: int | None, peak: float | None) -> float | None:
@@ -393,7 +401,7 @@ def progress(message: str) -> None:
 
 # ---------------------------------------------------------------------------- output
 COLUMNS = ["check", "model", "technique", "batching", "launcher", "attention", "precision", "status",
-           "tokens/s", "peak GPU GiB", "MFU", "loss first->last", "s"]
+           "tokens/s", "peak GPU GiB", "plan GiB", "MFU", "loss first->last", "s"]
 
 
 def format_table(env: Environment, results: list[Result]) -> str:
@@ -411,6 +419,7 @@ def format_table(env: Environment, results: list[Result]) -> str:
         table.append([
             r.check, r.model, r.technique, r.batching, r.launcher, r.attention or "-", r.precision or "-",
             r.status, cell(r.tokens_per_second, ".0f"), cell(r.peak_gpu_memory_gb, ".1f"),
+            cell(r.plan_gpu_memory_gb, ".1f" if r.plan_gpu_memory_gb is None or r.plan_gpu_memory_gb >= 0.1 else ".4f"),
             "-" if r.mfu is None else f"{100 * r.mfu:.1f}%", loss, cell(r.seconds, ".0f"),
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]

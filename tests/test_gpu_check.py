@@ -37,6 +37,7 @@ def test_cpu_rows_train_and_learn(cpu_run):
         assert row["precision"] == "fp32"
         assert row["attention"]  # the kernel the recipe reported using
         assert row["peak_gpu_memory_gb"] is None and row["mfu"] is None  # no GPU, no GPU numbers
+        assert 0 < row["plan_gpu_memory_gb"] < 0.05  # the planner's estimate for the tiny model (~10 MB)
     assert rows[("torchrun", "ok")]["launcher"] == "torchrun"
     assert rows[("torchrun", "ok")]["extra"]["process_group"] == "gloo"
     assert document["environment"]["device"] == "cpu"
@@ -58,6 +59,7 @@ def test_the_table_lists_every_row(cpu_run):
     lines = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("check "))
     assert "tokens/s" in lines[header] and "MFU" in lines[header] and "peak GPU GiB" in lines[header]
+    assert "plan GiB" in lines[header]
     body = [line.split() for line in lines[header + 2: header + 2 + len(document["results"])]]
     assert [(cells[0], cells[1]) for cells in body] == [(r["check"], r["model"]) for r in document["results"]]
     statuses = [cells[7] for cells in body]

@@ -26,6 +26,9 @@ _LAZY = {
     "TrainingSpec": "ftcloud.spec",
     "SpecError": "ftcloud.spec",
     "launch": "ftcloud.sdk",
+    "plan": "ftcloud.sdk",
+    "PlanError": "ftcloud.planning.plan",
+    "prepare_data": "ftcloud.sdk",
     "status": "ftcloud.sdk",
     "jobs": "ftcloud.sdk",
     "logs": "ftcloud.sdk",
@@ -62,6 +65,18 @@ _LAZY = {
     "invoke": "ftcloud.sdk",
     "list_endpoints": "ftcloud.sdk",
     "EndpointStatus": "ftcloud.endpoints.base",
+    "validate_data": "ftcloud.sdk",
+    "data_stats": "ftcloud.sdk",
+    "DataError": "ftcloud_train.datasource",
+    "tune": "ftcloud.sdk",
+    "tunings": "ftcloud.sdk",
+    "tuning_status": "ftcloud.sdk",
+    "get_tuning": "ftcloud.sdk",
+    "stop_tuning": "ftcloud.sdk",
+    "Tuning": "ftcloud.sdk",
+    "TuningSpec": "ftcloud.tuning.base",
+    "TuningStatus": "ftcloud.tuning.base",
+    "Trial": "ftcloud.tuning.base",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -71,14 +86,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from ftcloud.endpoints.base import EndpointStatus  # noqa: F401
     from ftcloud.errors import AwsError, FtcloudError, JobNotFoundError, PlatformError, UsageError  # noqa: F401
     from ftcloud.job import ComputeSpec, DataSpec, JobSpec, NetworkSpec, PlatformSpec  # noqa: F401
+    from ftcloud.planning.plan import PlanError  # noqa: F401
     from ftcloud.platform import Platform  # noqa: F401
     from ftcloud.registry.base import ModelVersion  # noqa: F401
     from ftcloud.sdk import (  # noqa: F401
         Client,
         Job,
+        Tuning,
         approve,
+        data_stats,
         deploy,
         get_job,
+        get_tuning,
         invoke,
         jobs,
         launch,
@@ -86,16 +105,25 @@ if TYPE_CHECKING:  # pragma: no cover
         load_job,
         logs,
         model_version,
+        plan,
+        prepare_data,
         register,
         reject,
         resume,
         spec_from,
         status,
         stop,
+        stop_tuning,
+        tune,
+        tuning_status,
+        tunings,
         undeploy,
+        validate_data,
         versions,
     )
     from ftcloud.spec import SpecError, TrainingSpec  # noqa: F401
+    from ftcloud.tuning.base import Trial, TuningSpec, TuningStatus  # noqa: F401
+    from ftcloud_train.datasource import DataError  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -135,7 +135,7 @@ def cli() -> None:
 @click.option("--data", help="Training data: JSONL file/directory, local or s3://.")
 @click.option("--validation-data", help="Validation data (optional).")
 @click.option("--model-data", help="Base model weights as the 'model' channel (needed with network isolation).")
-@click.option("--instance-type", help="SageMaker instance type, e.g. ml.g5.2xlarge.")
+@click.option("--instance-type", help="SageMaker instance type, e.g. ml.g5.2xlarge (default auto: the cheapest that fits, see 'ftcloud plan').")
 @click.option("--instance-count", type=int, help="Instances (>1: distributed).")
 @click.option("--volume-size-gb", type=int, help="Volume size per instance (GB).")
 @click.option("--max-runtime", help="Max training time: seconds or 90m / 24h / 2d.")
@@ -153,9 +153,15 @@ def cli() -> None:
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag (repeatable).")
 @click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE", help="Set any spec key (repeatable).")
 @click.option("--wait/--no-wait", default=True, help="Follow the job until it ends (default) or return at once.")
+@click.option("--plain", is_flag=True,
+              help="Print the raw log lines instead of the live progress view (the default off a terminal).")
 @click.option("--dry-run", is_flag=True, help="Print the exact request (CreateTrainingJob JSON) and create nothing.")
+@click.option("--skip-validation", is_flag=True,
+              help="Do not validate local data before launching (it is validated by default: 'ftcloud data validate').")
+@click.option("--force", is_flag=True,
+              help="Launch even if 'ftcloud plan' says the job will not fit the instance's GPU memory.")
 @common_options
-def launch(config, set_values, wait, dry_run, **flags) -> None:
+def launch(config, set_values, wait, plain, dry_run, skip_validation, force, **flags) -> None:
     """Launch a fine-tuning job from a job file and/or flags (flags win)."""
     overrides = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flags.items()}
     overrides = {k: v for k, v in overrides.items() if v is not None and v != []}
@@ -163,7 +169,7 @@ def launch(config, set_values, wait, dry_run, **flags) -> None:
     spec = client.build_spec(config=config, set_values=list(set_values), **overrides)
     backend = client.backend(spec=spec)
     _header(client, backend)
-    job = client.launch(spec, dry_run=dry_run)
+    job = client.launch(spec, dry_run=dry_run, skip_validation=skip_validation, force=force)
     result = job.launch_result
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
@@ -178,15 +184,20 @@ def launch(config, set_values, wait, dry_run, **flags) -> None:
 
         cli_output.launched(result)
     if wait:
-        _follow_to_end(job, lambda final: {"launch": result.to_dict(), "status": final.to_dict()})
+        _follow_to_end(job, lambda final: {"launch": result.to_dict(), "status": final.to_dict()}, plain=plain)
 
 
-def _follow_to_end(job: Any, as_json: Callable[[Any], Any]) -> None:
-    """Stream a running job until it ends, print the outcome; exit 1 if it failed, 130 on Ctrl-C."""
+def _follow_to_end(job: Any, as_json: Callable[[Any], Any], plain: bool = False) -> None:
+    """Follow a running job until it ends, print the outcome; exit 1 if it failed, 130 on Ctrl-C.
+
+    On a terminal: the live progress view and a summary; otherwise (or --plain / --json) the line stream.
+    """
     from ftcloud import cli_output
+    from ftcloud.watch import use_live_view
 
+    live = use_live_view(cli_output.out.is_terminal, _as_json(), plain)
     try:
-        final = cli_output.watch(job, quiet=_as_json())
+        final = cli_output.watch_live(job) if live else cli_output.watch(job, quiet=_as_json())
     except KeyboardInterrupt:
         click.echo(
             f"\nDetached; the job keeps running. Follow: ftcloud logs {job.name} --follow   Stop: ftcloud stop {job.name}",
@@ -195,7 +206,7 @@ def _follow_to_end(job: Any, as_json: Callable[[Any], Any]) -> None:
         raise click.exceptions.Exit(130) from None
     if _as_json():
         _emit_json(as_json(final))
-    else:
+    elif not live:  # the live view ended with its summary
         cli_output.final(final)
     if final.status == "Failed":
         raise click.exceptions.Exit(1)
@@ -223,7 +234,8 @@ def jobs(limit: int) -> None:
 @click.argument("job", shell_complete=_complete_job_names)
 @common_options
 def status(job: str) -> None:
-    """Status, secondary status history, latest metrics, spot savings and failure reason."""
+    """Status, secondary status history, latest metrics, spot savings, failure reason and the loss curve
+    (a text chart here, and the path of its PNG)."""
     client = _client()
     backend = client.backend_for_job(job)
     _header(client, backend)
@@ -234,6 +246,7 @@ def status(job: str) -> None:
     from ftcloud import cli_output
 
     cli_output.status_panel(st)
+    cli_watch.show_status_curve(backend, st)  # imported at the bottom of this module
 
 
 @cli.command()
@@ -242,9 +255,14 @@ def status(job: str) -> None:
 @click.option("--cursor", "cursor_file", type=click.Path(dir_okay=False),
               help="Resume file: print only lines after the previous run that used it, then update it.")
 @click.option("--timestamps", "-t", is_flag=True, help="Prefix each line with its time.")
+@click.option("--plain", is_flag=True,
+              help="Print the raw log lines instead of the live progress view (the default off a terminal).")
 @common_options
-def logs(job: str, follow: bool, cursor_file: str | None, timestamps: bool) -> None:
-    """Print a job's logs: all hosts, interleaved in time order."""
+def logs(job: str, follow: bool, cursor_file: str | None, timestamps: bool, plain: bool) -> None:
+    """Print a job's logs: all hosts, interleaved in time order.
+
+    With --follow on a terminal: the live progress view (metric lines fold into it); --plain for the lines.
+    """
     from pathlib import Path
 
     from ftcloud.backends.base import LogCursor
@@ -265,8 +283,12 @@ def logs(job: str, follow: bool, cursor_file: str | None, timestamps: bool) -> N
         except ValueError:
             raise click.UsageError(f"--cursor {cursor_file}: not a cursor file written by 'ftcloud logs'.") from None
     from ftcloud import cli_output
+    from ftcloud.watch import use_live_view
 
     try:
+        if follow and not timestamps and use_live_view(cli_output.out.is_terminal, _as_json(), plain):
+            cli_output.watch_live(client.job(job), cursor=cursor)
+            return
         for event in client.logs(job, follow=follow, cursor=cursor):
             if _as_json():
                 click.echo(json.dumps(event.to_dict()))
@@ -300,8 +322,10 @@ def stop(job: str) -> None:
 @cli.command()
 @click.argument("job", shell_complete=_complete_job_names)
 @click.option("--wait/--no-wait", default=True, help="Follow the job until it ends (default) or return at once.")
+@click.option("--plain", is_flag=True,
+              help="Print the raw log lines instead of the live progress view (the default off a terminal).")
 @common_options
-def resume(job: str, wait: bool) -> None:
+def resume(job: str, wait: bool, plain: bool) -> None:
     """Continue a stopped or failed job from its newest complete checkpoint.
 
     Local: the job runs again in its own directory. SageMaker: a new job JOB-r2 (r3, ...)
@@ -317,7 +341,7 @@ def resume(job: str, wait: bool) -> None:
         else:
             click.echo(f"Resumed {job} as {st.name}. Follow: ftcloud logs {st.name} --follow")
         return
-    _follow_to_end(client.job(st.name), lambda final: final.to_dict())
+    _follow_to_end(client.job(st.name), lambda final: final.to_dict(), plain=plain)
 
 
 # ---------------------------------------------------------------------- platform
@@ -446,8 +470,9 @@ def _report(exc: Exception) -> int:
     if isinstance(exc, SpecError):
         click.echo(f"ftcloud: error: {_one_line(str(exc))}", err=True)
         return 2
-    if isinstance(exc, FtcloudError):
-        click.echo(f"ftcloud: error: {_one_line(exc.message)}", err=True)
+    if isinstance(exc, FtcloudError):  # a multi-line message (a list of data problems) keeps its lines
+        lines = [_one_line(line) for line in exc.message.splitlines() if line.strip()] or [""]
+        click.echo("ftcloud: error: " + "\n  ".join(lines), err=True)
         if exc.hint:
             click.echo(f"  fix: {exc.hint}", err=True)
         return exc.exit_code
@@ -463,9 +488,20 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-# Each command module adds its commands to `cli`: deploy/endpoints/undeploy/invoke and
-# register/approve/reject/versions.
-from ftcloud import cli_endpoints, cli_registry  # noqa: E402,F401
+# Each command module adds its commands to `cli`: deploy/endpoints/undeploy/invoke,
+# register/approve/reject/versions and tune/tunings/tuning.
+from ftcloud import (  # noqa: E402,F401
+    cli_data,  # noqa: E402,F401  (data validate/stats/prepare)
+    cli_endpoints,
+    cli_plan,  # noqa: E402,F401  (plan, models)
+    cli_registry,
+    cli_tuning,
+    cli_watch,  # noqa: E402,F401  (compare)
+)
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m ftcloud.cli`: run the group of the imported module, the one the command modules above
+    # registered their commands on (this __main__ copy has none of them).
+    from ftcloud.cli import main as _main
+
+    sys.exit(_main())

@@ -57,6 +57,52 @@ def watch(job: Any, quiet: bool = False) -> Any:
         return job.wait(on_update=on_update, on_log=lambda ev: log_line(ev))
 
 
+def watch_live(job: Any, *, cursor: Any = None) -> Any:
+    """Follow a job to its end in the live progress view (a terminal only), then print its summary.
+
+    Metric and progress lines become the view; every other log line is printed above it as usual.
+    """
+    import threading
+
+    from rich.live import Live
+
+    from ftcloud.watch import WatchState, render, summary_table
+
+    state = WatchState(job.name)
+    # rich redraws from its own thread: folding and drawing take turns. Printing happens outside the lock
+    # (the redraw holds rich's lock while it waits for ours).
+    lock = threading.Lock()
+
+    def draw() -> Any:
+        with lock:
+            return render(state)
+
+    def on_update(st: Any) -> None:
+        with lock:
+            state.on_status(st)
+
+    def on_log(event: Any) -> None:
+        with lock:
+            folded = state.on_log(event)
+        if not folded:
+            log_line(event)  # lines printed on `out` while the view is live appear above it
+
+    with Live(console=out, refresh_per_second=4, get_renderable=draw):
+        final_status = job.wait(on_update=on_update, on_log=on_log, cursor=cursor)
+        on_update(final_status)
+    out.print(summary_table(state, loss_png=local_loss_png(final_status)))
+    return final_status
+
+
+def local_loss_png(st: Any) -> str | None:
+    """The container's loss.png, when the artifacts are on this machine (local jobs)."""
+    from pathlib import Path
+
+    if st.backend == "local" and st.artifacts and (Path(st.artifacts) / "loss.png").is_file():
+        return str(Path(st.artifacts) / "loss.png")
+    return None
+
+
 def final(st: Any) -> None:
     line = f"{escape(st.name)}: {_status(st.status)}"
     if st.artifacts and st.status == "Completed":
@@ -141,10 +187,22 @@ def platform_table(found: Any, config: Any) -> None:
 
 
 def keys_table(rows: list[dict]) -> None:
-    table = Table(box=None, header_style="bold")
-    for col in ("KEY (YAML)", "--set", "TYPE", "DEFAULT", "MEANING"):
-        table.add_column(col, overflow="fold")
+    """Every key as a short block (name, type, default, --set name; its meaning wrapped under it), grouped by
+    section: it reads at 80 columns, where a five-column table wrapped into one word per line."""
+    import textwrap
+
+    width = max(min(out.width, 100), 40)
+
+    def fill(text: str, **indents: str) -> str:  # names like flash-attn or s3://x stay whole
+        return textwrap.fill(text, width, break_on_hyphens=False, break_long_words=False, **indents)
+
+    section = None
     for r in rows:
-        meaning = r["help"] + (f" [{', '.join(r['choices'])}]" if r["choices"] else "")
-        table.add_row(r["path"], r["set_key"], r["type"], escape(repr(r["default"])), escape(meaning))
-    out.print(table)
+        head, _, key = r["path"].partition(".")
+        if head != section:
+            section = head
+            out.print(("\n" if section and r is not rows[0] else "") + f"{head}:", style="bold", markup=False)
+        first = f"  {key}: {r['type']} = {r['default']!r}   (--set {r['set_key']})"
+        out.print(fill(first, subsequent_indent=" " * 8), markup=False)
+        meaning = r["help"] + (f" Choices: {', '.join(r['choices'])}." if r["choices"] else "")
+        out.print(fill(meaning, initial_indent=" " * 6, subsequent_indent=" " * 6), markup=False)

@@ -34,25 +34,33 @@ def _status_line(version: Any) -> str:
 
 
 @cli.command()
-@click.argument("job", shell_complete=_complete_job_names)
+@click.argument("job", required=False, shell_complete=_complete_job_names)
+@click.option("--from-tuning", metavar="TUNE", help="Register the best trial of tuning TUNE instead of a named JOB.")
 @click.option("--group", help="Model group (default: the platform's ModelPackageGroupName; locally ftcloud-models).")
 @click.option("--description", help="Description kept with the version.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag the version (repeatable).")
 @common_options
-def register(job: str, group: str | None, description: str | None, tags: tuple[str, ...]) -> None:
-    """Register a Completed job as a new model version, pending manual approval.
+def register(job: str | None, from_tuning: str | None, group: str | None, description: str | None,
+             tags: tuple[str, ...]) -> None:
+    """Register a Completed job (or the best trial of --from-tuning TUNE) as a new model version,
+    pending manual approval.
 
     The version records the artifact, the serving image and environment, the evaluation metrics
     and the lineage (base model, data content hash, spec hash, technique, code version).
     """
+    if (job is None) == (from_tuning is None):
+        raise click.UsageError("give a JOB or --from-tuning TUNE (one of the two).")
     client = _client()
-    backend = client.backend_for_job(job)
-    _registry_header(client.registry(backend.name))
-    version = client.register(job, group, description=description, tags=key_value_pairs(tags, "--tag"))
+    backend_name = client.tuner_for(from_tuning).name if from_tuning else client.backend_for_job(job).name
+    _registry_header(client.registry(backend_name))
+    version = client.register(job, group, description=description, tags=key_value_pairs(tags, "--tag"),
+                              from_tuning=from_tuning)
     if _as_json():
         _emit_json(version.to_dict())
         return
-    click.echo(f"Registered {job} as {version.ref} ({version.status}).")
+    job = job or version.lineage.get("training_job", "the best trial")
+    click.echo(f"Registered {job}{f' (best trial of {from_tuning})' if from_tuning else ''} as {version.ref} "
+               f"({version.status}).")
     if version.arn:
         click.echo(f"  package: {version.arn}")
     click.echo(f"  artifact: {version.artifact}")

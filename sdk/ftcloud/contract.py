@@ -28,6 +28,15 @@ EXIT_STOPPED = 143
 #: The checkpoint counts only when its files match it (SageMaker syncs checkpoints to S3 file by file).
 CHECKPOINT_COMPLETE_MARKER = "FTCLOUD_COMPLETE"
 
+#: SageMaker Processing layout (``data prepare --backend sagemaker``), relative to the ML root:
+#: inputs are mounted under processing/input/<name>, processing/output is uploaded at the end, and
+#: config/resourceconfig.json names this instance (current_host) among all of them.
+PROCESSING_INPUT_DIR = "processing/input"
+PROCESSING_OUTPUT_DIR = "processing/output"
+PROCESSING_RESOURCE_CONFIG = "config/resourceconfig.json"
+#: What a Processing container writes here (UTF-8, first 1 KB) becomes DescribeProcessingJob's ExitMessage.
+PROCESSING_EXIT_MESSAGE = "output/message"
+
 # ---------------------------------------------------------------------------
 # Serving (``python -m ftcloud_train serve``): what the SDK's deploy/invoke and the server share.
 # ---------------------------------------------------------------------------
@@ -48,6 +57,8 @@ class ContainerPaths:
     """SageMaker's bring-your-own-container layout under one root."""
 
     root: Path
+    #: A tuning trial's own folder under ``checkpoints/`` (see :func:`trial_checkpoint_subdir`).
+    checkpoint_subdir: str = ""
 
     @classmethod
     def from_env(cls, root: str | os.PathLike | None = None) -> ContainerPaths:
@@ -87,7 +98,8 @@ class ContainerPaths:
     @property
     def checkpoint_dir(self) -> Path:
         # SageMaker syncs /opt/ml/checkpoints with CheckpointConfig.S3Uri (spot resume).
-        return self.root / "checkpoints"
+        base = self.root / "checkpoints"
+        return base / self.checkpoint_subdir if self.checkpoint_subdir else base
 
     @property
     def tensorboard_dir(self) -> Path:
@@ -96,6 +108,24 @@ class ContainerPaths:
     def ensure(self) -> None:
         for d in (self.model_dir, self.output_dir, self.checkpoint_dir):
             d.mkdir(parents=True, exist_ok=True)
+
+
+#: The key SageMaker Automatic Model Tuning adds to every trial's hyperparameters.json.
+TUNING_OBJECTIVE_KEY = "_tuning_objective_metric"
+
+
+def trial_checkpoint_subdir(hyperparameters: dict, environ: dict) -> str:
+    """The checkpoint folder of a tuning trial, or "" for a plain job.
+
+    Every trial of a SageMaker tuning gets the same ``CheckpointConfig.S3Uri``, and SageMaker syncs
+    that prefix into each trial's ``/opt/ml/checkpoints``: without a folder of its own, a trial would
+    resume from another trial's checkpoint (trained with other hyperparameters). The training job
+    name is the folder: spot restarts and retries of the same trial keep it, so they still resume.
+    """
+    if TUNING_OBJECTIVE_KEY not in hyperparameters:
+        return ""
+    name = environ.get("TRAINING_JOB_NAME", "")
+    return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", name) else ""
 
 
 # ---------------------------------------------------------------------------
@@ -141,6 +171,10 @@ METRIC_NAMES = (
     "grad_norm",
     "tokens_per_second",
     "epoch",
+    # task=classification (ftcloud_train.classification); per-class eval_recall_<id> lines are printed too
+    "eval_accuracy",
+    "eval_macro_f1",
+    "eval_min_recall",
 )
 
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|nan|inf)"
@@ -183,3 +217,46 @@ def parse_metric_line(line: str) -> dict[str, float] | None:
         except ValueError:
             continue
     return out
+
+
+# ---------------------------------------------------------------------------
+# Progress lines: ``ftcloud-progress phase=training step=0 total_steps=120 num_epochs=3``
+# The container prints one when a phase starts (training: with the exact number of optimizer
+# steps the Trainer will run), so a watcher shows step N of total and an exact ETA.
+# ---------------------------------------------------------------------------
+PROGRESS_PREFIX = "ftcloud-progress"
+
+#: Phases the container announces, in order (SageMaker's secondary status covers the rest).
+CONTAINER_PHASES = ("training", "evaluating", "saving")
+
+
+def format_progress_line(phase: str, **values: float | int | str) -> str:
+    """``format_progress_line("training", step=0, total_steps=120)`` -> one ``ftcloud-progress`` line."""
+    if phase not in CONTAINER_PHASES:
+        raise ValueError(f"phase {phase!r} must be one of {', '.join(CONTAINER_PHASES)}")
+    parts = [PROGRESS_PREFIX, f"phase={phase}"]
+    for key, value in values.items():
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", key) or any(c.isspace() for c in str(value)):
+            raise ValueError(f"progress item {key}={value!r}: names are [a-z_][a-z0-9_]*, values have no spaces")
+        parts.append(f"{key}={value:.6g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(parts)
+
+
+_PROGRESS = re.compile(rf"^{PROGRESS_PREFIX} (.*)$")
+
+
+def parse_progress_line(line: str) -> dict[str, float | str] | None:
+    """Inverse of :func:`format_progress_line` (numbers as floats); ``None`` for any other line."""
+    match = _PROGRESS.match(line.strip())
+    if not match:
+        return None
+    out: dict[str, float | str] = {}
+    for item in match.group(1).split():
+        key, sep, value = item.partition("=")
+        if not sep:
+            continue
+        try:
+            out[key] = float(value)
+        except ValueError:
+            out[key] = value
+    return out if "phase" in out else None

@@ -14,6 +14,7 @@ YAML layout (``ftcloud init`` writes a commented starter)::
     networking: {subnets: [...], security_group_ids: [...], network_isolation: false, ...}
     platform:   {stack: FtcloudPlatform, image: ..., role: ..., kms_key: ..., region: ...}
     tags:       {team: nlp}
+    tune:       {strategy: bayesian, parameters: {learning_rate: {min: 1e-5, max: 1e-3, scaling: log}}}  # ftcloud tune
 
 Every value a user can get wrong produces a :class:`~ftcloud.spec.SpecError` naming the
 field (and, for YAML, ``file:line``). Import-light: PyYAML loads only when a file is read.
@@ -69,7 +70,10 @@ class DataSpec:
 class ComputeSpec:
     """Where the job runs (sagemaker backend)."""
 
-    instance_type: str = _f("ml.g5.2xlarge", "SageMaker training instance type.")
+    instance_type: str = _f(
+        "auto",
+        "SageMaker training instance type; auto: the cheapest that fits the job by 'ftcloud plan'.",
+    )
     instance_count: int = _f(1, "Instances; more than 1 runs distributed data-parallel training.", minimum=1)
     volume_size_gb: int = _f(100, "Storage volume per instance in GB (ignored by NVMe instance types).", minimum=1)
     max_runtime: int = _f(
@@ -125,7 +129,7 @@ SECTIONS: dict[str, type] = {
     "networking": NetworkSpec,
     "platform": PlatformSpec,
 }
-TOP_LEVEL = ("name", "backend", "training", "tags", *SECTIONS)
+TOP_LEVEL = ("name", "backend", "training", "tags", *SECTIONS, "tune")
 
 # Flat names used by CLI flags and Python keyword arguments -> (section, field).
 # Every TrainingSpec field keeps its own name; the data channels get unambiguous ones.
@@ -160,6 +164,8 @@ class JobSpec:
     networking: NetworkSpec = field(default_factory=NetworkSpec)
     platform: PlatformSpec = field(default_factory=PlatformSpec)
     tags: dict[str, str] = field(default_factory=dict)
+    #: The ``tune:`` section (a :class:`~ftcloud.tuning.base.TuningSpec`), read only by ``ftcloud tune``.
+    tune: Any = None
 
     # ------------------------------------------------------------------ validation
     def validate(self, source: str = "job spec") -> JobSpec:
@@ -181,9 +187,9 @@ class JobSpec:
         for section in SECTIONS:
             _validate_section(getattr(self, section), section, source)
         c = self.compute
-        if not c.instance_type.startswith("ml."):
+        if c.instance_type != "auto" and not c.instance_type.startswith("ml."):
             raise SpecError(
-                f"'compute.instance_type' must be a SageMaker type such as ml.g5.2xlarge; got {c.instance_type!r}.",
+                f"'compute.instance_type' must be a SageMaker type such as ml.g5.2xlarge, or auto; got {c.instance_type!r}.",
                 "compute.instance_type",
                 source,
             )
@@ -224,6 +230,8 @@ class JobSpec:
             obj = getattr(self, section)
             out[section] = {f.name: getattr(obj, f.name) for f in fields(obj)}
         out["tags"] = dict(self.tags)
+        if self.tune is not None:  # absent otherwise, so job.json and spec hashes of plain jobs stay as they were
+            out["tune"] = self.tune.to_dict()
         return out
 
     def to_json(self) -> str:
@@ -392,6 +400,10 @@ def apply_nested(spec: JobSpec, values: Mapping[str, Any], source: str, lines: M
                 raise SpecError(f"'backend' must be one of {', '.join(BACKENDS)}; got {value!r}.", "backend", where)
         elif key == "tags":
             spec.tags.update(_parse_tags(value, where))
+        elif key == "tune":
+            from ftcloud.tuning.space import parse_tuning  # the only parser of tune:
+
+            spec.tune = parse_tuning(value, source, lines, base=spec.tune)
         elif key == "training":
             _apply_training(spec, value, source, lines)
         else:

@@ -12,6 +12,8 @@ LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 INPUT_PREFIX = "ftcloud/inputs"
 OUTPUT_PREFIX = "ftcloud/jobs"
 CHECKPOINT_PREFIX = "ftcloud/checkpoints"
+#: `data prepare --backend sagemaker` (Processing jobs) writes its output under this prefix.
+PREPARED_PREFIX = "ftcloud/prepared"
 
 # Instance families with local NVMe instance storage: VolumeKmsKeyId must not be sent.
 _NVME_FAMILIES = {

@@ -24,8 +24,10 @@ from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from ftcloud_train.datasource import FORMATS as _ROW_FORMATS  # the loader owns the row formats
+
 TECHNIQUES = ("lora", "qlora", "dora", "full")
-DATA_FORMATS = ("auto", "chat", "alpaca", "prompt_completion", "text")
+DATA_FORMATS = ("auto", *_ROW_FORMATS)
 OVERLENGTH_POLICIES = ("truncate", "drop", "error")
 BATCHING = ("auto", "padded", "length_grouped", "packed")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
@@ -35,6 +37,8 @@ COMPUTE_DTYPES = ("auto", "fp32", "fp16", "bf16")
 QUANT_TYPES = ("nf4", "fp4")
 QUANTIZATION = ("auto", "none", "4bit", "8bit")
 TRISTATE = ("auto", "true", "false")
+TASKS = ("causal_lm", "classification")
+CLASSIFICATION_LOSSES = ("cross_entropy", "focal")
 
 #: Learning rates when ``learning_rate`` is not given. Full fine-tuning follows the seed
 #: guide (2e-5); adapters train far fewer weights and need a larger step (QLoRA paper: 2e-4).
@@ -140,8 +144,9 @@ class TrainingSpec:
     )
     data_format: str = _f(
         "auto",
-        "Row format of the data files: chat ('messages'), alpaca ('instruction'/'input'/'output'), "
-        "prompt_completion ('prompt'/'completion') or text ('text'). auto detects it from the first row.",
+        "Row format of the data files: chat ('messages', or ShareGPT 'conversations'), alpaca "
+        "('instruction'/'input'/'output'), prompt_completion ('prompt'/'completion'), text ('text') or "
+        "classification ('text'/'label'). auto detects it from the rows' keys and refuses mixed formats.",
         DATA_FORMATS,
     )
     max_length: int = _f(1024, "Maximum tokens per sample (prompt + completion).", minimum=8)
@@ -198,6 +203,24 @@ class TrainingSpec:
     completion_only_loss: bool = _f(
         True, "Compute the loss only on completion/assistant tokens (not on prompts)."
     )
+    task: str = _f(
+        "causal_lm",
+        "What the model learns: causal_lm (generate text) or classification (rows of 'text' + 'label'; "
+        "a sequence-classification head trained with the adapter, labels saved in labels.json).",
+        TASKS,
+    )
+    class_weights: str = _f(
+        "none",
+        "classification: per-class loss weights. none, balanced (n_rows / (n_classes * n_class_rows)), "
+        "or one weight per label: '1,9' in sorted label order or 'neg=1,pos=9'.",
+    )
+    loss: str = _f(
+        "cross_entropy",
+        "classification: cross_entropy, or focal (down-weights rows the model already gets right; "
+        "see focal_gamma). Both take class_weights.",
+        CLASSIFICATION_LOSSES,
+    )
+    focal_gamma: float = _f(2.0, "classification, loss=focal: focusing exponent (0 is cross-entropy).", minimum=0)
     validation_split: float = _f(
         0.1, "Fraction of training rows held out for evaluation when no validation channel is given.", minimum=0
     )
@@ -205,6 +228,12 @@ class TrainingSpec:
     save_steps: int = _f(100, "Checkpoint every N optimizer steps (0: only at the end and on SIGTERM).", minimum=0)
     save_total_limit: int = _f(2, "Complete checkpoints kept in the checkpoint directory.", minimum=1)
     logging_steps: int = _f(10, "Print a metric line every N optimizer steps.", minimum=1)
+    eval_steps: int = _f(
+        0,
+        "Evaluate on the validation set every N optimizer steps and print eval_loss (0: only at the end). "
+        "Tuning's early stopping and hyperband act on these lines.",
+        minimum=0,
+    )
     precision: str = _f(
         "auto",
         "Mixed precision: bf16/fp16 run matmuls in 16-bit autocast over fp32 master weights (fp16 with "
@@ -361,6 +390,38 @@ class TrainingSpec:
             )
         if self.technique == "full" and self.merge_adapter:
             raise SpecError("'merge_adapter' applies to adapter techniques, not 'full'.", "merge_adapter", source)
+        self._validate_task(source)
+
+    def _validate_task(self, source: str) -> None:
+        """The classification knobs: meaningful only together with task=classification."""
+        try:
+            parse_class_weights(self.class_weights)
+        except ValueError as exc:
+            raise SpecError(f"'class_weights' {exc}", "class_weights", source) from None
+        if self.task != "classification":
+            for name, default in (("class_weights", "none"), ("loss", "cross_entropy")):
+                if getattr(self, name) != default:
+                    raise SpecError(
+                        f"'{name}' applies to task=classification; this spec has task={self.task!r}. "
+                        f"Set task: classification, or drop '{name}'.",
+                        name,
+                        source,
+                    )
+            return
+        if self.batching == "packed":
+            raise SpecError(
+                "'batching' cannot be packed with task=classification: each row is classified on its own "
+                "last token. Use auto, length_grouped or padded.",
+                "batching",
+                source,
+            )
+        if self.data_format not in ("auto", "classification"):
+            raise SpecError(
+                f"'data_format' must be auto or classification with task=classification (rows of 'text' "
+                f"and 'label'); got {self.data_format!r}.",
+                "data_format",
+                source,
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -462,6 +523,36 @@ def _to_string(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
+
+
+def parse_class_weights(text: str) -> str | list[float] | dict[str, float]:
+    """``class_weights`` as data: ``"none"``, ``"balanced"``, a list (sorted label order) or a
+    ``{label: weight}`` mapping. Raises ValueError saying what is wrong (the caller names the field)."""
+    value = (text or "").strip()
+    if value.lower() in ("none", "balanced"):
+        return value.lower()
+    items = [item.strip() for item in value.split(",")]
+    if not value or not all(items):
+        raise ValueError(
+            f"has an empty entry in {text!r}: give none, balanced, '1,9' (sorted label order) or 'neg=1,pos=9'."
+        )
+    named = ["=" in item for item in items]
+    if any(named) and not all(named):
+        raise ValueError(f"mixes 'label=weight' and bare weights in {text!r}: use one form.")
+    weights: dict[str, float] = {}
+    for i, item in enumerate(items):
+        label, _, number = item.rpartition("=") if all(named) else (str(i), "", item)
+        label = label.strip()
+        try:
+            weight = float(number)
+        except ValueError:
+            raise ValueError(f"entry {item!r} is not a number (in {text!r}).") from None
+        if not math.isfinite(weight) or weight <= 0:
+            raise ValueError(f"entry {item!r} must be a positive finite number (in {text!r}).")
+        if not label or label in weights:
+            raise ValueError(f"entry {item!r} has an empty or repeated label (in {text!r}).")
+        weights[label] = weight
+    return weights if all(named) else list(weights.values())
 
 
 def markdown_table() -> str:

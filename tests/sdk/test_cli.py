@@ -110,6 +110,24 @@ def test_hyperparameters_lists_every_training_field(capsys):
     assert "compute.instance_type" in paths and "networking.network_isolation" in paths
 
 
+def test_hyperparameters_read_at_80_columns(capsys):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ftcloud.cli", "hyperparameters"], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "80"}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if len(line) > 80] == []
+    rows = json.loads(run(capsys, "hyperparameters", "--json")[1])
+    text = " ".join(" ".join(lines).split())
+    for r in rows:  # every key with its --set name, type and whole meaning (wrapped, not cut)
+        section, key = r["path"].split(".", 1)
+        assert f"{section}:" in lines and f"{key}: {r['type']} = {r['default']!r}" in text
+        assert f"(--set {r['set_key']})" in text and " ".join(r["help"].split()) in text
+
+
 def test_completion_script(capsys):
     code, out, _ = run(capsys, "completion", "bash")
     assert code == 0 and "_FTCLOUD_COMPLETE" in out

@@ -77,7 +77,8 @@ def test_mixed_formats_name_the_row_and_field(tokenizer, tmp_path):
 
 def test_bad_chat_role_named(tokenizer):
     row = Row({"messages": [{"role": "human", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "t.jsonl:7")
-    with pytest.raises(DataError, match=r"t.jsonl:7: messages\[0\].role is 'human'; allowed: system, user"):
+    with pytest.raises(DataError, match=r't.jsonl:7: messages\[0\].role is "human"; expected one of system, user, assistant, tool. '
+                       r'ShareGPT\'s "human" is "user"'):
         tokenize_row(row, "chat", tokenizer, True)
 
 
@@ -162,10 +163,10 @@ def test_json_files_are_one_document_pretty_printed_or_not(tmp_path, tokenizer):
     ("two.json", json.dumps({"train": [CHAT_ROW], "test": [CHAT_ROW]}, indent=2),
      r"train/two.json: the JSON object \(keys \['test', 'train'\]\) is not a row .* has 2 lists"),
     ("rows.json", json.dumps(CHAT_ROW, indent=2) + "\n" + json.dumps(CHAT_ROW, indent=2),
-     r"train/rows.json:1: invalid JSON .* goes on after its first value \(line 13\); nor is it JSON Lines"),
+     r"train/rows.json:13: invalid JSON \(Extra data .* goes on after its first value \(line 13\); nor is it JSON Lines"),
     ("pretty.jsonl", json.dumps(CHAT_ROW, indent=2), r"train/pretty.jsonl:1: invalid JSON .* use the .json suffix"),
     ("scalar.json", "42", r"train/scalar.json: expected an array of row objects, got a JSON int"),
-    ("items.json", json.dumps([CHAT_ROW, "oops"]), r"train/items.json\[1\]: expected a JSON object \(a row\), got str"),
+    ("items.json", json.dumps([CHAT_ROW, "oops"]), r"train/items.json\[1\]: expected a JSON object \(a row\), got a string"),
 ])
 def test_json_errors_name_file_and_line(tmp_path, name, text, error):
     (tmp_path / name).write_text(text)

@@ -25,10 +25,11 @@ from .jobtree import FAST, make_job, metrics, run_module
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:hf-token-AbCdEf"
 
 
-def tuning_trial_hyperparameters(**values: object) -> dict[str, str]:
+def tuning_trial_hyperparameters(tuned: dict[str, str] | None = None, **values: object) -> dict[str, str]:
     """hyperparameters.json of a tuning trial as SageMaker writes it: the SageMaker Python SDK
-    JSON-encodes static values (strings gain quotes), the tuner substitutes the tuned ones and adds
-    the objective metric, and the SDK adds its ``sagemaker_*`` bookkeeping keys."""
+    JSON-encodes static values (strings gain quotes), the tuner substitutes the tuned ones (``tuned``:
+    plain strings as the tuner formats them) and adds the objective metric, and the SDK adds its
+    ``sagemaker_*`` bookkeeping keys."""
     static = {k: json.dumps(v) for k, v in values.items()}
     return {
         "_tuning_objective_metric": json.dumps("eval_loss"),
@@ -40,7 +41,8 @@ def tuning_trial_hyperparameters(**values: object) -> dict[str, str]:
         "sagemaker_region": json.dumps("us-east-1"),
         "sagemaker_submit_directory": json.dumps("s3://bucket/ftcloud-tune/source/sourcedir.tar.gz"),
         **static,
-        "learning_rate": json.dumps("0.0002"),  # a tuned ContinuousParameter, as the brief's trial shows
+        # a tuned ContinuousParameter, as the brief's trial shows
+        **(tuned if tuned is not None else {"learning_rate": json.dumps("0.0002")}),
     }
 
 
@@ -84,6 +86,31 @@ def test_load_job_reads_a_tuning_trial_and_logs_what_it_ignored(tmp_path, capsys
         assert (key in lines[0]) == key.startswith(("_", "sagemaker_")), key
 
 
+@pytest.mark.parametrize(
+    ("hyperparameters", "environ", "expected"),
+    [
+        ({"_tuning_objective_metric": '"eval_loss"'}, {"TRAINING_JOB_NAME": "tune-a-003-1f2e"}, "tune-a-003-1f2e"),
+        ({"lora_r": "8"}, {"TRAINING_JOB_NAME": "my-job"}, ""),  # a plain job: SageMaker's own prefix
+        ({"_tuning_objective_metric": '"eval_loss"'}, {}, ""),  # no name to use (not on SageMaker)
+        ({"_tuning_objective_metric": '"eval_loss"'}, {"TRAINING_JOB_NAME": "../up"}, ""),  # never a path
+    ],
+)
+def test_each_tuning_trial_checkpoints_into_its_own_folder(hyperparameters, environ, expected):
+    from ftcloud.contract import trial_checkpoint_subdir
+
+    assert trial_checkpoint_subdir(hyperparameters, environ) == expected
+
+
+def test_load_job_gives_a_tuning_trial_its_own_checkpoint_folder(tmp_path, monkeypatch):
+    paths = ContainerPaths(tmp_path)
+    paths.config_dir.mkdir(parents=True)
+    paths.hyperparameters.write_text(json.dumps(tuning_trial_hyperparameters(model="org/model")))
+    monkeypatch.setenv("TRAINING_JOB_NAME", "tune-a-003-1f2e")
+    assert load_job(paths).paths.checkpoint_dir == tmp_path / "checkpoints" / "tune-a-003-1f2e"
+    paths.hyperparameters.write_text(json.dumps({"model": "org/model"}))
+    assert load_job(paths).paths.checkpoint_dir == tmp_path / "checkpoints"
+
+
 # ---------------------------------------------------------------------- a real trial, isolated
 def _closed_port() -> int:
     with socket.socket() as s:
@@ -98,14 +125,31 @@ def test_isolated_tuning_trial_trains_without_calling_out(tiny_model_dir, tmp_pa
     paths = make_job(tmp_path, tiny_model_dir, rows=16)
     shutil.copytree(tiny_model_dir, paths.channel("model"))
     paths.input_data_config.write_text(json.dumps({"train": {}, "model": {}}))
-    hp = tuning_trial_hyperparameters(**{**FAST, "max_steps": 3, "logging_steps": 1, "model": "",
-                                         "technique": "lora", "hf_token_secret_arn": SECRET_ARN})
+    # The tuner's own forms of ranged values: a continuous value in Java's exponent notation, an
+    # integer, categorical strings without the SDK's quotes.
+    tuned = {"learning_rate": "2.3915463436432537E-3", "lora_r": "4", "lora_dropout": "0.07500000000000001",
+             "target_modules": "q_proj,v_proj", "completion_only_loss": "false"}
+    static = {k: v for k, v in FAST.items() if k not in tuned}
+    hp = tuning_trial_hyperparameters(tuned, **{**static, "max_steps": 3, "logging_steps": 1, "save_steps": 2, "model": "",
+                                                "technique": "lora", "hf_token_secret_arn": SECRET_ARN})
     paths.hyperparameters.write_text(json.dumps(hp))
+    # Another trial's checkpoint in the prefix every trial of the tuning shares: never this trial's.
+    foreign = paths.root / "checkpoints" / "checkpoint-2"
+    foreign.mkdir(parents=True)
+    (foreign / "trainer_state.json").write_text("{}")
     env = {"AWS_ENDPOINT_URL_SECRETS_MANAGER": f"http://127.0.0.1:{_closed_port()}", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "TRAINING_JOB_NAME": "tune-a-003-1f2e"}
     proc = run_module(paths, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert metrics(paths)["global_step"] == 3
+    assert sorted(p.name for p in (paths.root / "checkpoints").iterdir()) == ["checkpoint-2", "tune-a-003-1f2e"]
+    assert (foreign / "trainer_state.json").read_text() == "{}"
+    assert sorted(p.name for p in (paths.root / "checkpoints" / "tune-a-003-1f2e").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    trained = json.loads((paths.model_dir / "ftcloud_spec.json").read_text())
+    assert (trained["learning_rate"], trained["lora_r"], trained["lora_dropout"]) == (2.3915463436432537e-3, 4, 0.07500000000000001)
+    assert (trained["target_modules"], trained["completion_only_loss"]) == ("q_proj,v_proj", False)
+    adapter = json.loads((paths.model_dir / "adapter_config.json").read_text())
+    assert (adapter["r"], sorted(adapter["target_modules"])) == (4, ["q_proj", "v_proj"])
     assert "ignored hyperparameters added by SageMaker: _tuning_objective_metric, sagemaker_container_log_level" \
         in proc.stdout
     assert "hf_token_secret_arn is not used" in proc.stdout

@@ -1,9 +1,8 @@
 """Training data: read a channel, detect and validate its row format, tokenize with loss masks.
 
-Files: ``.jsonl`` holds one JSON object per line. ``.json`` holds one JSON document, pretty-printed
-or not: an array of row objects, a single row object, or an object with exactly one list of rows
-(``{"data": [...]}``); a ``.json`` file that is JSON Lines after all (one object per line) is read
-as such. ``.csv`` and ``.parquet`` hold one row per record.
+Files are read by :mod:`ftcloud_train.datasource`, the loader the SDK validates with before launch:
+``.jsonl``, ``.json`` (an array of rows, one row, or an object with one list of rows; JSON Lines
+saved as ``.json`` too), ``.csv``, ``.tsv`` and ``.parquet``, streamed, every row tagged ``file:line``.
 
 Supported row formats:
 
@@ -17,8 +16,9 @@ assistant / completion tokens (``completion_only_loss``), and every sample ends 
 the fine-tuned model learns to stop, except one that ``overlength=truncate`` cuts: it keeps its
 first ``max_length`` tokens and no EOS, because an EOS at an arbitrary cut would teach the model
 to stop mid-answer (and, as the cut always falls at ``max_length``, to stop by length). Such
-samples are counted and named in the data report. Tokenization happens in memory on every run:
-there is no on-disk preprocessing cache to go stale.
+samples are counted and named in the data report. The recipe keeps the samples in the token cache
+(:mod:`ftcloud_train.token_cache`), keyed by everything that decides them, so it never goes stale.
+Classification rows (``text`` + ``label``) go to :mod:`ftcloud_train.classification`.
 
 Why no stopword removal, stemming or SMOTE (which classic NLP guides recommend): an LLM is
 trained on natural text and must generate natural text; removing words teaches it to write
@@ -29,34 +29,18 @@ re-sampling rows or weighting the loss.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import random
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# One parser for the SDK and the container: reading, formats and row checks live in datasource.
+from ftcloud_train.datasource import CHAT_ROLES, DATA_SUFFIXES, DataError, iter_records, normalize  # noqa: F401
+from ftcloud_train.datasource import Record as Row
+from ftcloud_train.datasource import detect_format as _detect_format
+
 IGNORE_INDEX = -100
-DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-FORMAT_KEYS = {
-    "chat": ("messages",),
-    "alpaca": ("instruction", "output"),
-    "prompt_completion": ("prompt", "completion"),
-    "text": ("text",),
-}
-CHAT_ROLES = ("system", "user", "assistant", "tool")
-
-
-class DataError(ValueError):
-    """The data is wrong in a way the user must fix; the message names file, line and field."""
-
-
-@dataclass
-class Row:
-    data: dict[str, Any]
-    source: str  # "train/data.jsonl:17"
 
 
 @dataclass
@@ -91,156 +75,32 @@ class DataReport:
 
 
 # ---------------------------------------------------------------------- reading
-def data_files(directory: Path) -> list[Path]:
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in DATA_SUFFIXES)
-    return files
-
-
 def read_rows(directory: Path, channel: str) -> list[Row]:
-    """All rows of every data file under ``directory``, each tagged with ``file:line``."""
+    """All rows of every data file under ``directory``, each tagged with ``channel/file:line``."""
     if not directory.is_dir():
         raise DataError(f"channel '{channel}' is missing: expected a directory at {directory}.")
-    files = data_files(directory)
-    if not files:
-        found = ", ".join(sorted(p.name for p in directory.iterdir())[:5]) or "nothing"
-        raise DataError(
-            f"channel '{channel}' ({directory}) has no data files; found {found}. "
-            f"Provide {', '.join(DATA_SUFFIXES)} files."
-        )
-    rows: list[Row] = []
-    for path in files:
-        label = f"{channel}/{path.relative_to(directory)}"
-        rows.extend(_read_file(path, label))
+    rows = list(iter_records([directory], label=channel))
     if not rows:
-        raise DataError(f"channel '{channel}' has data files but no rows: {', '.join(p.name for p in files)}.")
+        raise DataError(f"channel '{channel}' ({directory}) has data files but no rows.")
     return rows
-
-
-def _read_file(path: Path, label: str) -> Iterable[Row]:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        yield from _read_json_lines(path, label)
-    elif suffix == ".json":
-        yield from _read_json_document(path, label)
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as fh:
-            for lineno, obj in enumerate(csv.DictReader(fh), 2):
-                yield Row(dict(obj), f"{label}:{lineno}")
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for i, obj in enumerate(pq.read_table(path).to_pylist()):
-            yield Row(obj, f"{label}[{i}]")
-
-
-def _read_json_lines(path: Path, label: str, not_one_document_at: int | None = None) -> Iterable[Row]:
-    with path.open(encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                if not_one_document_at is None:
-                    hint = ("Each line of a .jsonl file must be one JSON object; "
-                            "for a pretty-printed file use the .json suffix.")
-                else:
-                    hint = (f"A .json file must be one JSON document (an array of rows, one row, or an object "
-                            f"with one list of rows), but this one goes on after its first value "
-                            f"(line {not_one_document_at}); nor is it JSON Lines (one object per line).")
-                raise DataError(f"{label}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno}). {hint}") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{label}:{lineno}: expected a JSON object, got {type(obj).__name__}.")
-            yield Row(obj, f"{label}:{lineno}")
-
-
-def _read_json_document(path: Path, label: str) -> Iterable[Row]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data":  # more than one value: JSON Lines saved under .json
-            yield from _read_json_lines(path, label, not_one_document_at=exc.lineno)
-            return
-        raise DataError(f"{label}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno}).") from None
-    if isinstance(data, dict) and not _is_row(data):
-        lists = [key for key, value in data.items() if isinstance(value, list)]
-        if len(lists) != 1:
-            raise DataError(
-                f"{label}: the JSON object (keys {sorted(data)}) is not a row (no format's keys: "
-                + "; ".join(f"{fmt} ({', '.join(keys)})" for fmt, keys in FORMAT_KEYS.items())
-                + f") and has {len(lists)} lists instead of exactly one list of rows. "
-                "Make the file an array of rows, or an object whose one list holds the rows."
-            )
-        prefix = f"{label}[{json.dumps(lists[0])}]"
-        entries = [(f"{prefix}[{i}]", obj) for i, obj in enumerate(data[lists[0]])]
-    elif isinstance(data, dict):
-        entries = [(label, data)]
-    elif isinstance(data, list):
-        entries = [(f"{label}[{i}]", obj) for i, obj in enumerate(data)]
-    else:
-        raise DataError(f"{label}: expected an array of row objects, got a JSON {type(data).__name__}.")
-    for source, obj in entries:
-        if not isinstance(obj, dict):
-            raise DataError(f"{source}: expected a JSON object (a row), got {type(obj).__name__}.")
-        yield Row(obj, source)
-
-
-def _is_row(obj: dict) -> bool:
-    """A row of some format (``{"messages": [...]}`` is a row, not a wrapper of rows)."""
-    return any(all(k in obj for k in keys) for keys in FORMAT_KEYS.values())
 
 
 # ---------------------------------------------------------------------- formats
 def detect_format(rows: list[Row], requested: str) -> str:
-    if requested != "auto":
-        return requested
-    first = rows[0]
-    for fmt, keys in FORMAT_KEYS.items():
-        if all(k in first.data for k in keys):
-            return fmt
-    raise DataError(
-        f"{first.source}: cannot tell the row format from its keys {sorted(first.data)}. Expected one of: "
-        + "; ".join(f"{fmt} ({', '.join(keys)})" for fmt, keys in FORMAT_KEYS.items())
-        + ". Rename the fields, or set data_format explicitly."
-    )
+    """The row format of ``rows`` (see :func:`ftcloud_train.datasource.detect_format`)."""
+    return _detect_format(rows, requested)
 
 
 def to_messages(row: Row, fmt: str) -> list[dict[str, str]] | None:
-    """Chat messages for chat/alpaca rows (validated); ``None`` for prompt/completion and text."""
-    data = row.data
-    for key in FORMAT_KEYS[fmt]:
-        if key not in data or data[key] is None:
-            raise DataError(
-                f"{row.source}: missing field '{key}' for data_format={fmt} "
-                f"(row has {sorted(data)}). Fix the row or set data_format to match all rows."
-            )
+    """Chat messages for chat/alpaca rows (validated); ``None`` for the other formats."""
+    canonical = normalize(row, fmt)
     if fmt == "chat":
-        messages = data["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise DataError(f"{row.source}: field 'messages' must be a non-empty list of {{role, content}} objects.")
-        for i, msg in enumerate(messages):
-            if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
-                raise DataError(f"{row.source}: messages[{i}] must be an object with 'role' and 'content'.")
-            if msg["role"] not in CHAT_ROLES:
-                raise DataError(
-                    f"{row.source}: messages[{i}].role is {msg['role']!r}; allowed: {', '.join(CHAT_ROLES)}."
-                )
-            if not isinstance(msg["content"], str):
-                raise DataError(f"{row.source}: messages[{i}].content must be a string.")
-        if not any(m["role"] == "assistant" for m in messages):
-            raise DataError(f"{row.source}: no 'assistant' message: there is nothing to learn from this row.")
-        return [{"role": m["role"], "content": m["content"]} for m in messages]
+        return canonical["messages"]
     if fmt == "alpaca":
-        for key in ("instruction", "input", "output"):
-            if key in data and data[key] is not None and not isinstance(data[key], str):
-                raise DataError(f"{row.source}: field '{key}' must be a string.")
-        prompt = data["instruction"].strip()
-        if data.get("input"):
-            prompt = f"{prompt}\n\n{data['input'].strip()}"
-        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": data["output"]}]
-    for key in FORMAT_KEYS[fmt]:
-        if not isinstance(data[key], str):
-            raise DataError(f"{row.source}: field '{key}' must be a string, got {type(data[key]).__name__}.")
+        prompt = canonical["instruction"].strip()
+        if canonical["input"]:
+            prompt = f"{prompt}\n\n{canonical['input'].strip()}"
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": canonical["output"]}]
     return None
 
 
@@ -349,9 +209,22 @@ def apply_length_policy(sample: Tokenized, max_length: int, policy: str, report:
     return Tokenized(sample.input_ids[:max_length], sample.labels[:max_length], sample.source)
 
 
-def build_split(rows: list[Row], split: str, spec, tokenizer) -> tuple[list[dict], DataReport]:
-    """Tokenize ``rows`` into training samples (``input_ids``, ``labels``, ``length``)."""
+def build_split(rows: list[Row], split: str, spec, tokenizer, labels: list[str] | None = None
+                ) -> tuple[list[dict], DataReport]:
+    """Tokenize ``rows`` into training samples (``input_ids``, ``labels``, ``length``).
+
+    ``task=classification`` goes to :func:`ftcloud_train.classification.build_split` (``labels``:
+    the training split's label names, for the validation split)."""
+    if spec.task == "classification":
+        from ftcloud_train import classification
+
+        return classification.build_split(rows, split, spec, tokenizer, labels)
     fmt = detect_format(rows, spec.data_format)
+    if fmt == "classification":
+        raise DataError(
+            f"{rows[0].source}: the rows are classification rows ('text' + 'label') but task={spec.task}. "
+            "Set task: classification to train a classifier, or drop the 'label' field to train on the text."
+        )
     report = DataReport(split=split, data_format=fmt, rows=len(rows), max_length=spec.max_length)
     samples: list[dict] = []
     for row in rows:

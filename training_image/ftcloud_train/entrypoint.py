@@ -1,4 +1,5 @@
-"""Container entrypoint: ``train`` (SageMaker training contract) and ``serve`` (its endpoint contract).
+"""Container entrypoint: ``train`` (SageMaker training contract), ``serve`` (its endpoint contract)
+and ``prepare`` (``data prepare``, e.g. as a SageMaker Processing job).
 
 SageMaker runs ``docker run IMAGE train``; locally, ``python -m ftcloud_train train`` with
 ``FTCLOUD_ML_ROOT`` pointing at a directory laid out like ``/opt/ml``. On any failure the
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         from ftcloud_train.serving.server import main as serve  # imports nothing heavy before binding
 
         return serve(argv[1:])
+    if command == "prepare":  # `data prepare` as a SageMaker Processing job (torch-free)
+        from ftcloud_train.prepare.command import main as prepare
+
+        return prepare(argv[1:])
     # Echo every argument so a wrong dispatch is visible in the log.
-    print(f"usage: python -m ftcloud_train train|serve; got {' '.join(argv)!r}", file=sys.stderr)
+    print(f"usage: python -m ftcloud_train train|serve|prepare; got {' '.join(argv)!r}", file=sys.stderr)
     return 2

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftcloud.contract import CHANNELS, ContainerPaths
+from ftcloud.contract import CHANNELS, ContainerPaths, trial_checkpoint_subdir
 from ftcloud.spec import TrainingSpec
 
 #: Shell-style patterns of keys that SageMaker and its SDKs add to hyperparameters.json: automatic
@@ -55,6 +57,9 @@ def load_job(paths: ContainerPaths) -> JobContext:
     from ftcloud.spec import SpecError, matches_any
 
     raw = _read_json(paths.hyperparameters, "hyperparameters")
+    subdir = trial_checkpoint_subdir(raw, dict(os.environ))
+    if subdir and not paths.checkpoint_subdir:
+        paths = dataclasses.replace(paths, checkpoint_subdir=subdir)
     ignored = sorted(k for k in raw if matches_any(k, IGNORED_HYPERPARAMETERS))
     if ignored:
         from ftcloud_train.report import log

@@ -237,26 +237,45 @@ def quantization_config(spec, compute_dtype):
     from transformers import BitsAndBytesConfig
 
     mode = spec.resolved_quantization
+    # A classification head is new and trained in full: it must stay a plain (unquantized) layer.
+    skip = list(CLASSIFIER_HEADS) if spec.task == "classification" else None
     if mode == "4bit":
         return BitsAndBytesConfig(
             load_in_4bit=True,
+            llm_int8_skip_modules=skip,
             bnb_4bit_quant_type=spec.bnb_4bit_quant_type,
             bnb_4bit_use_double_quant=spec.bnb_4bit_use_double_quant,
             bnb_4bit_compute_dtype=compute_dtype,
             bnb_4bit_quant_storage=compute_dtype,
         )
     if mode == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return None
 
 
-def load_model(source: str, spec, device: Device, plan: PrecisionPlan | str, attention: str = "sdpa"):
+#: Names of the sequence-classification heads across architectures (PEFT's SEQ_CLS trains them in full).
+CLASSIFIER_HEADS = ("score", "classifier")
+
+
+def auto_model_class(task: str):
+    """The transformers Auto class that loads a base model for ``task``."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM
+
+
+def load_model(source: str, spec, device: Device, plan: PrecisionPlan | str, attention: str = "sdpa",
+               labels: list[str] | None = None, pad_token_id: int | None = None):
     """Load the base model (quantized when asked) and wrap it for the technique.
 
     ``plan`` says the dtypes (a precision name is turned into a plan for ``device``); ``attention``
-    is the kernel from :func:`attention_implementation`.
+    is the kernel from :func:`attention_implementation`. With ``task=classification``, ``labels``
+    (the label names, in id order) size a new classification head, and ``pad_token_id`` tells it
+    where each row's last real token is.
     """
-    from transformers import AutoModelForCausalLM, set_seed
+    from transformers import set_seed
+
+    auto_class = auto_model_class(spec.task)
 
     if isinstance(plan, str):
         plan = precision_plan(
@@ -269,16 +288,23 @@ def load_model(source: str, spec, device: Device, plan: PrecisionPlan | str, att
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": device.local_rank} if device.type == "cuda" else {"": "cpu"}
+    if spec.task == "classification":
+        kwargs.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+            pad_token_id=pad_token_id,
+        )
     try:
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, attn_implementation=attention, **kwargs)
+            model = auto_class.from_pretrained(source, attn_implementation=attention, **kwargs)
         except (ValueError, ImportError) as exc:
             if attention != "flash_attention_2":
                 raise
             # An architecture without FlashAttention-2 support (ValueError), or a flash-attn build that
             # does not import (ImportError: built for another torch/CUDA), still trains with SDPA.
             log(f"{source}: flash_attention_2 unavailable ({str(exc)[:200]}); using sdpa")
-            model = AutoModelForCausalLM.from_pretrained(source, attn_implementation="sdpa", **kwargs)
+            model = auto_class.from_pretrained(source, attn_implementation="sdpa", **kwargs)
     except OSError as exc:
         raise UserError(f"cannot load model {source!r}: {exc}") from None
     model.config.use_cache = False  # caching is for generation; it conflicts with checkpointing
@@ -287,12 +313,10 @@ def load_model(source: str, spec, device: Device, plan: PrecisionPlan | str, att
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=grad_ckpt,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    elif grad_ckpt:
+        # Checkpointing is switched on below under transformers 5's name: peft's helper would call the
+        # deprecated gradient_checkpointing_enable alias (a FutureWarning in every QLoRA log).
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if grad_ckpt:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
@@ -319,7 +343,7 @@ def load_model(source: str, spec, device: Device, plan: PrecisionPlan | str, att
             target_modules=spec.target_module_list,
             use_dora=spec.technique == "dora",
             bias="none",
-            task_type="CAUSAL_LM",
+            task_type="SEQ_CLS" if spec.task == "classification" else "CAUSAL_LM",
         )
         try:
             model = get_peft_model(model, config)
@@ -352,13 +376,19 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def save_merged(base_source: str, adapter_dir: Path, out_dir: Path, dtype: str, trust_remote_code: bool) -> None:
-    """Merge the adapter into an unquantized copy of the base in ``dtype`` (never into 4-bit weights)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+def save_merged(base_source: str, adapter_dir: Path, out_dir: Path, dtype: str, trust_remote_code: bool,
+                labels: list[str] | None = None, pad_token_id: int | None = None) -> None:
+    """Merge the adapter into an unquantized copy of the base in ``dtype`` (never into 4-bit weights).
 
-    base = AutoModelForCausalLM.from_pretrained(
-        base_source, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code
+    ``labels``: a classification adapter's label names; its trained head is restored on top."""
+    from peft import PeftModel
+
+    head = {} if labels is None else dict(
+        num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)}, pad_token_id=pad_token_id,
+    )
+    base = auto_model_class("classification" if labels is not None else "causal_lm").from_pretrained(
+        base_source, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code, **head
     )
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir)

@@ -6,13 +6,16 @@ Read top to bottom, :func:`run` is the whole training story:
    attention kernel (flash-attention where installed on Ampere+, else SDPA);
 2. tokenizer and data: format detection, chat template, completion-only labels, EOS,
    the over-length policy and its counts, a held-out split when there is no validation channel;
+   tokenized once per host and kept in the token cache for the other ranks and for restarts;
 3. batching: length-grouped (default without flash-attention) or packed with per-document attention;
 4. model: the base (4-bit NF4 + double quantization for QLoRA), k-bit preparation, gradient
    checkpointing, then the adapter (LoRA / DoRA) - the technique is data, not a second loop;
+   ``task=classification`` loads a sequence-classification head instead of the LM head;
 5. the Hugging Face Trainer, with the paged 8-bit optimizer for QLoRA, DDP under torchrun;
 6. resume from the newest checkpoint whose files match its manifest and that loads (one that does
    not is set aside, the previous one is used); checkpoints every ``save_steps`` and on SIGTERM;
-7. evaluation (loss, perplexity), then artifacts: adapter or full weights, tokenizer with its
+7. evaluation (loss, perplexity; classification: accuracy, macro-F1, per-class recall with its
+   class-weighted or focal loss), then artifacts: adapter or full weights, tokenizer with its
    chat template, generation config, the resolved spec, ``metrics.json``, ``loss.png``.
 
 Knobs: every field of :class:`ftcloud.spec.TrainingSpec` (see its help texts).
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftcloud.contract import EXIT_STOPPED
-from ftcloud_train import checkpoints
+from ftcloud_train import checkpoints, classification, token_cache
 from ftcloud_train.batching import make_collator, pack_samples, resolve_batching
 from ftcloud_train.data import DataError, build_split, read_rows, split_holdout
 from ftcloud_train.job import JobContext, UserError
@@ -47,7 +50,14 @@ from ftcloud_train.modeling import (
     resolve_model_source,
     save_merged,
 )
-from ftcloud_train.report import emit_metrics, log, plot_loss, write_json_atomic
+from ftcloud_train.report import (
+    emit_metrics,
+    emit_progress,
+    log,
+    plot_loss,
+    quiet_libraries,
+    write_json_atomic,
+)
 from ftcloud_train.stopping import StopRequest
 
 
@@ -68,6 +78,11 @@ def _callback_class():
         def on_train_begin(self, args, state, control, **kwargs):
             self._last_time = time.perf_counter()
             self._last_tokens = state.num_input_tokens_seen
+            if state.is_world_process_zero:
+                # The Trainer's own count (max_steps, or epochs x batches per epoch / accumulation, per
+                # process under DDP), so a watcher's step N of total and ETA are exact.
+                emit_progress("training", step=state.global_step, total_steps=state.max_steps,
+                              num_epochs=state.num_train_epochs)
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.stop.agreed():
@@ -86,7 +101,7 @@ def _callback_class():
                 if now > self._last_time and tokens > 0:
                     metrics["tokens_per_second"] = tokens / (now - self._last_time)
                 self._last_time, self._last_tokens = now, state.num_input_tokens_seen
-            for key in ("eval_loss", "learning_rate", "grad_norm"):
+            for key in ("eval_loss", "learning_rate", "grad_norm", *classification.metric_keys(logs)):
                 if key in logs and logs[key] is not None:
                     metrics[key] = float(logs[key])
             if "eval_loss" in metrics:
@@ -119,34 +134,72 @@ def _perplexity(loss: float) -> float:
 
 
 # ---------------------------------------------------------------------------- data
-def prepare_data(ctx: JobContext, tokenizer):
+def prepare_data(ctx: JobContext, tokenizer, leader: bool = True):
+    """Train and evaluation samples, and their data reports.
+
+    From the token cache when an entry's key matches (one ``ftcloud data prepare --tokenizer`` left
+    in the channel, or this job's own under the checkpoint directory, which restarts find); else
+    the ``leader`` (first process of the host) reads and tokenizes, and caches for the other
+    processes, which wait for it, and for restarts.
+    """
     spec = ctx.spec
-    try:
-        train_rows = read_rows(ctx.paths.channel("train"), "train")
-        val_dir = ctx.channel("validation")
-        if val_dir is not None:
-            eval_rows = read_rows(val_dir, "validation")
-        else:
-            train_rows, eval_rows = split_holdout(train_rows, spec.validation_split, spec.seed)
-        train, train_report = build_split(train_rows, "train", spec, tokenizer)
-        log(train_report.summary())
-        evals, eval_report = [], None
-        if eval_rows:
+    train_dir, val_dir = ctx.paths.channel("train"), ctx.channel("validation")
+    holdout = (spec.validation_split, spec.seed) if val_dir is None and spec.validation_split > 0 else None
+    write_dir = ctx.paths.checkpoint_dir / token_cache.CACHE_DIRNAME
+    rows: dict[str, list] = {}
+
+    def read(split: str) -> list:  # only on a cache miss
+        if not rows:
+            rows["train"] = read_rows(train_dir, "train")
+            if val_dir is not None:
+                rows["validation"] = read_rows(val_dir, "validation")
+            else:
+                rows["train"], rows["validation"] = split_holdout(rows["train"], spec.validation_split, spec.seed)
+        return rows[split]
+
+    def cached(split: str, directory, extra=None):
+        def build():
+            split_rows = read(split)
+            if not split_rows:
+                return [], {"report": None}
             try:
-                evals, eval_report = build_split(eval_rows, "validation", spec, tokenizer)
+                samples, report = build_split(split_rows, split, spec, tokenizer, (extra or {}).get("labels"))
             except DataError:
-                if val_dir is not None:
+                if split == "train" or val_dir is not None:
                     raise  # the user's own validation set must be usable
-                log(f"warning: none of the {len(eval_rows)} held-out rows is usable; skipping evaluation")
+                log(f"warning: none of the {len(split_rows)} held-out rows is usable; skipping evaluation")
+                return [], {"report": None}
+            return samples, {"report": report.to_dict(), "summary": report.summary()}
+
+        # A held-out split is keyed by the train key (which covers the files) instead of hashing them again.
+        files = [] if extra and "train_key" in extra else None
+        key = token_cache.key(root=directory, files=files, spec=spec, tokenizer=tokenizer, split=split,
+                              holdout=holdout if directory == train_dir else None, extra=extra)
+        entry, origin = token_cache.load_or_build(key, build, write_dir=write_dir, leader=leader,
+                                                  read_dirs=[directory / token_cache.CACHE_DIRNAME])
+        report = entry.meta["report"]
+        if report is not None:
+            log(entry.meta["summary"])
+        if origin != "built":
+            log(f"{split}: {len(entry.samples)} samples from the token cache ({origin}): not tokenized again")
+        return entry.samples, report, key
+
+    try:
+        train, train_report, train_key = cached("train", train_dir)
+        evals, eval_report = [], None
+        if val_dir is not None or holdout is not None:
+            extra = {"labels": train_report.get("labels")}  # classification: ids follow the training rows
+            if val_dir is None:
+                extra["train_key"] = train_key
+            evals, eval_report, _ = cached("validation", val_dir or train_dir, extra)
     except DataError as exc:
         raise UserError(str(exc)) from None
-    if eval_report is not None:
-        log(eval_report.summary())
-    return train, evals, [r.to_dict() for r in (train_report, eval_report) if r is not None]
+    return train, evals, [r for r in (train_report, eval_report) if r is not None]
 
 
 # ---------------------------------------------------------------------------- trainer
-def training_arguments(ctx: JobContext, device: Device, plan: PrecisionPlan, batching: str):
+def training_arguments(ctx: JobContext, device: Device, plan: PrecisionPlan, batching: str,
+                       has_eval: bool = False):
     from transformers import TrainingArguments
 
     spec = ctx.spec
@@ -181,7 +234,10 @@ def training_arguments(ctx: JobContext, device: Device, plan: PrecisionPlan, bat
         save_total_limit=None,  # rotation happens after the completeness marker (checkpoints.rotate)
         # Hosts do not share a disk: each writes a whole checkpoint so each can resume from its own.
         save_on_each_node=len(ctx.hosts) > 1,
-        eval_strategy="no",
+        # Periodic evaluation gives tuning (pruners, hyperband) an objective before the end;
+        # the final evaluation in step 7 runs either way.
+        eval_strategy="steps" if has_eval and spec.eval_steps > 0 else "no",
+        eval_steps=spec.eval_steps if spec.eval_steps > 0 else None,
         report_to=report_to,
         seed=spec.seed,
         data_seed=spec.seed,
@@ -218,13 +274,19 @@ def run(ctx: JobContext) -> int:
         f"technique={spec.technique} model={source} device={device.type} x{device.world_size} precision={precision}"
         f" (weights {plan.load_dtype}, trainable {plan.trainable_dtype}, autocast {plan.autocast_dtype or 'off'})"
     )
+    quiet_libraries(device.type, spec.resolved_optimizer, interactive=sys.stderr.isatty())
 
     # 2. tokenizer and data
     tokenizer = load_tokenizer(source, spec.trust_remote_code)
-    train, evals, data_reports = prepare_data(ctx, tokenizer)
+    train, evals, data_reports = prepare_data(ctx, tokenizer, leader=device.local_rank == 0)
+    # classification: label names in id order, from the training rows (None: causal LM)
+    labels = data_reports[0]["labels"] if spec.task == "classification" else None
 
     # 3. batching
-    batching = resolve_batching(spec.batching, attention)
+    if labels:
+        batching = classification.resolve_batching(spec.batching)
+    else:
+        batching = resolve_batching(spec.batching, attention)
     if batching == "packed" and attention != "flash_attention_2":
         log("batching=packed without flash-attention: every forward builds a (rows, length, length) "
             "block-diagonal mask; length_grouped is usually faster")
@@ -232,9 +294,12 @@ def run(ctx: JobContext) -> int:
         train = pack_samples(train, spec.max_length)
         evals = pack_samples(evals, spec.max_length) if evals else evals
     log(f"batching={batching}: {len(train)} training rows, {len(evals)} evaluation rows")
+    if spec.eval_steps > 0 and not evals:
+        log(f"eval_steps={spec.eval_steps} has nothing to evaluate (no validation rows): "
+            "no periodic eval_loss lines; give a validation channel or validation_split > 0")
 
     # 4. model and technique
-    model = load_model(source, spec, device, plan, attention)
+    model = load_model(source, spec, device, plan, attention, labels=labels, pad_token_id=tokenizer.pad_token_id)
     attention = model.config._attn_implementation  # what really runs (a fallback may have happened)
     log(f"attention={attention}")
     trainable, total = count_parameters(model)
@@ -245,12 +310,15 @@ def run(ctx: JobContext) -> int:
     callback = _callback_class()(stop=stop, checkpoint_dir=paths.checkpoint_dir, keep=spec.save_total_limit)
     trainer = Trainer(
         model=model,
-        args=training_arguments(ctx, device, plan, batching),
+        args=training_arguments(ctx, device, plan, batching, has_eval=bool(evals)),
         train_dataset=train,
         eval_dataset=evals or None,
-        data_collator=make_collator(batching, attention, tokenizer.pad_token_id, device.type),
+        data_collator=(classification.Collator(tokenizer.pad_token_id) if labels
+                       else make_collator(batching, attention, tokenizer.pad_token_id, device.type)),
         processing_class=tokenizer,
         callbacks=[callback],
+        # classification: class-weighted / focal loss and accuracy, macro-F1, per-class recall
+        **(classification.trainer_kwargs(spec, labels, data_reports[0]["class_counts"]) if labels else {}),
     )
     from transformers.trainer_callback import PrinterCallback
 
@@ -300,9 +368,13 @@ def run(ctx: JobContext) -> int:
         "data": data_reports,
     }
     if evals:
-        eval_loss = trainer.evaluate()["eval_loss"]
+        emit_progress("evaluating")
+        evaluation = trainer.evaluate()
+        eval_loss = evaluation["eval_loss"]
         metrics.update(eval_loss=eval_loss, eval_perplexity=_perplexity(eval_loss))
+        metrics.update({key: evaluation[key] for key in classification.metric_keys(evaluation)})
     if device.is_main:
+        emit_progress("saving")
         save_artifacts(ctx, trainer, tokenizer, source, plan, batching, metrics, callback.history, started)
     _barrier()
     return 0
@@ -342,8 +414,12 @@ def save_artifacts(ctx, trainer, tokenizer, source, plan, batching, metrics, his
         generation.eos_token_id = merge_eos_token_ids(generation.eos_token_id, tokenizer.eos_token_id)
         generation.pad_token_id = tokenizer.pad_token_id
         generation.save_pretrained(str(model_dir))
+    labels = metrics["data"][0]["labels"] if spec.task == "classification" else None
+    if labels:
+        classification.save_labels(model_dir, labels)  # what each output id means, next to the weights
     if spec.merge_adapter:
-        save_merged(source, model_dir, model_dir / "merged", plan.load_dtype, spec.trust_remote_code)
+        save_merged(source, model_dir, model_dir / "merged", plan.load_dtype, spec.trust_remote_code,
+                    labels=labels, pad_token_id=tokenizer.pad_token_id)
         tokenizer.save_pretrained(str(model_dir / "merged"))
         log("merged adapter into the base weights: model/merged")
     resolved = {

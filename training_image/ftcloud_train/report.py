@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from ftcloud.contract import format_metric_line
+from ftcloud.contract import format_metric_line, format_progress_line
 
 
 def log(message: str) -> None:
@@ -17,6 +18,57 @@ def log(message: str) -> None:
 
 def emit_metrics(step: int, metrics: dict[str, float]) -> None:
     _print(format_metric_line(step, metrics))
+
+
+def emit_progress(phase: str, **values: float | int) -> None:
+    """A progress line (``ftcloud-progress phase=training total_steps=...``) for watchers; rank 0 only."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print(format_progress_line(phase, **values))
+
+
+# ---------------------------------------------------------------------------- library noise
+@dataclass(frozen=True)
+class LibraryNotice:
+    """A library warning we know will come and cannot avoid: silenced, and ``note`` logged once instead."""
+
+    category: type[Warning]
+    message: str  # regex matching the start of the library's text
+    note: str | None  # what it means for this job; None: nothing a user can act on
+
+
+#: peft 0.21's PeftModel reads ``model.is_gradient_checkpointing``, the alias transformers 5 deprecated:
+#: peft's call, not ours (our own calls use the new names and a test holds them to it).
+PEFT_READS_DEPRECATED_ALIAS = LibraryNotice(
+    FutureWarning, r"`is_gradient_checkpointing` is deprecated", None
+)
+
+
+def library_notices(device_type: str, optimizer: str) -> list[LibraryNotice]:
+    """The unavoidable library notices of a run on ``device_type`` with ``optimizer`` (pure: table-tested)."""
+    notices = [PEFT_READS_DEPRECATED_ALIAS]
+    if device_type != "cuda" and optimizer.startswith("paged_"):
+        # bitsandbytes warns on every paged optimizer step set-up off-GPU.
+        notices.append(LibraryNotice(
+            UserWarning, r"Paged optimizers are not supported on CPU",
+            f"optimizer {optimizer} runs non-paged on {device_type}: paging only moves optimizer state out of "
+            "GPU memory during spikes, so training is otherwise the same",
+        ))
+    return notices
+
+
+def quiet_libraries(device_type: str, optimizer: str, interactive: bool) -> None:
+    """Keep the job log to what a person reads: known notices once, in words; no progress bars off a TTY."""
+    import warnings
+
+    for notice in library_notices(device_type, optimizer):
+        warnings.filterwarnings("ignore", message=notice.message, category=notice.category)
+        if notice.note:
+            log(f"note: {notice.note}")
+    if not interactive:
+        # transformers' documented switch; it covers "Loading weights" / shard bars and the Hub's bars.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def _print(line: str) -> None:
@@ -39,26 +91,7 @@ def write_json_atomic(path: Path, data) -> None:
 
 
 def plot_loss(history: list[dict], path: Path) -> None:
-    """Training (and evaluation) loss against optimizer step."""
-    import matplotlib
+    """Training (and evaluation) loss against optimizer step (drawn like ``ftcloud status``/``compare`` do)."""
+    from ftcloud.curves import Curve, write_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [(h["step"], h["train_loss"]) for h in history if "train_loss" in h]
-    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train loss")
-    if evals:
-        ax.plot(*zip(*evals, strict=True), "o", label="eval loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.set_title("ftcloud fine-tuning")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    write_png([Curve.from_history("", history)], path)

@@ -208,12 +208,17 @@ def build_request(
     if not training.hf_token_secret_arn and platform.hf_token_secret_arn and not spec.networking.network_isolation:
         hyperparameters["hf_token_secret_arn"] = platform.hf_token_secret_arn
     compute = spec.compute
+    instance_type = compute.instance_type
+    if instance_type == "auto":  # callers that did not go through Client.launch's plan (tuning, direct use)
+        from ftcloud.planning.plan import resolve_auto_instance
+
+        instance_type, _ = resolve_auto_instance(spec)
     resource_config: dict[str, Any] = {
-        "InstanceType": compute.instance_type,
+        "InstanceType": instance_type,
         "InstanceCount": compute.instance_count,
         "VolumeSizeInGB": compute.volume_size_gb,
     }
-    if platform.kms_key and not has_local_nvme(compute.instance_type):
+    if platform.kms_key and not has_local_nvme(instance_type):
         resource_config["VolumeKmsKeyId"] = platform.kms_key
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": compute.max_runtime}
     if compute.spot:
@@ -295,6 +300,31 @@ class SageMakerBackend(Backend):
 
     # ------------------------------------------------------------------ launch
     def launch(self, spec: JobSpec, *, dry_run: bool = False) -> LaunchResult:
+        result, plans, resolved = self.plan_launch(spec, dry_run=dry_run)
+        if dry_run:
+            return result
+        self.upload_inputs(plans, resolved, result)
+        try:
+            response = self.aws.call(
+                self.sm.create_training_job,
+                **result.request,
+                error_context={
+                    "role_arn": resolved.role,
+                    "instance_type": spec.compute.instance_type,
+                    "spot": spec.compute.spot,
+                },
+            )
+        except FtcloudError as exc:
+            raise LaunchError(exc, result.uploaded) from None
+        result.location = response.get("TrainingJobArn")
+        return result
+
+    def plan_launch(
+        self, spec: JobSpec, *, dry_run: bool = False
+    ) -> tuple[LaunchResult, list[UploadPlan], ResolvedPlatform]:
+        """Everything a launch decides before touching AWS: the exact CreateTrainingJob request
+        (in the result), the content-hash uploads it needs and the resolved platform. Shared with
+        the SageMaker tuner, so a tuning's trials get the very same request."""
         notes = check_spec(spec)
         name = spec.name or new_job_name(spec.training.technique)
         local_sources = {
@@ -348,27 +378,14 @@ class SageMakerBackend(Backend):
         channels.update({p.channel: p.uri for p in plans})
         request = build_request(spec, resolved, channels, name)
         result = LaunchResult(name=name, backend=self.name, dry_run=dry_run, request=request, notes=notes)
-        if dry_run:
-            return result
+        return result, plans, resolved
 
+    def upload_inputs(self, plans: list[UploadPlan], resolved: ResolvedPlatform, result: LaunchResult) -> None:
+        """Upload the planned local inputs (skipping unchanged ones); failures list what was uploaded."""
         try:
             self._upload(plans, resolved.kms_key, result)
         except FtcloudError as exc:
             raise LaunchError(exc, result.uploaded) from None
-        try:
-            response = self.aws.call(
-                self.sm.create_training_job,
-                **request,
-                error_context={
-                    "role_arn": resolved.role,
-                    "instance_type": spec.compute.instance_type,
-                    "spot": spec.compute.spot,
-                },
-            )
-        except FtcloudError as exc:
-            raise LaunchError(exc, result.uploaded) from None
-        result.location = response.get("TrainingJobArn")
-        return result
 
     def _upload(self, plans: list[UploadPlan], kms_key: str | None, result: LaunchResult) -> None:
         from ftcloud.adaptors import botocore_exceptions

@@ -34,7 +34,7 @@ WARM_START_TYPES = ("IdenticalDataAndAlgorithm", "TransferLearning")
 
 #: Trial states, shared by both tuners (SageMaker's TrainingJobStatus plus "Pruned": stopped early
 #: by the tuner because its objective was worse than the others' at the same step).
-TRIAL_STATUSES = ("Pending", "InProgress", "Completed", "Failed", "Stopped", "Pruned")
+TRIAL_STATUSES = ("Pending", "InProgress", "Completed", "Failed", "Stopping", "Stopped", "Pruned")
 TERMINAL_TUNING_STATUSES = ("Completed", "Failed", "Stopped")
 
 
