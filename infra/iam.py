@@ -13,8 +13,10 @@ from infra.network import PlatformNetwork
 from infra.storage import PlatformStorage
 
 #: Where SageMaker writes container logs and metrics for jobs and endpoints.
-SAGEMAKER_LOG_GROUPS = ("/aws/sagemaker/TrainingJobs", "/aws/sagemaker/Endpoints/*")
-SAGEMAKER_METRIC_NAMESPACES = ("/aws/sagemaker/TrainingJobs", "/aws/sagemaker/Endpoints")
+#: Where SageMaker writes with the execution role: training jobs (and tuning trials), endpoints, and
+#: the Processing jobs of ``ftcloud data prepare --backend sagemaker``.
+SAGEMAKER_LOG_GROUPS = ("/aws/sagemaker/TrainingJobs", "/aws/sagemaker/Endpoints/*", "/aws/sagemaker/ProcessingJobs")
+SAGEMAKER_METRIC_NAMESPACES = ("/aws/sagemaker/TrainingJobs", "/aws/sagemaker/Endpoints", "/aws/sagemaker/ProcessingJobs")
 #: The rollback alarms of any endpoint, by ftcloud's naming convention (``<endpoint>-latency-p99``,
 #: ``<endpoint>-5xx-rate``): endpoint names are chosen at deploy time, so only the suffix is fixed.
 ROLLBACK_ALARM_PATTERNS = tuple(rollback_alarm_names("*"))
@@ -158,7 +160,8 @@ class SageMakerExecutionRole(Construct):
         }
         for arn in log_groups:
             acks[f"Resource::{nag_arn(stack, arn)}"] = (
-                "SageMaker's own log groups (/aws/sagemaker/TrainingJobs, /aws/sagemaker/Endpoints/<name>); "
+                "SageMaker's own log groups (/aws/sagemaker/TrainingJobs, /aws/sagemaker/Endpoints/<name>, "
+                "/aws/sagemaker/ProcessingJobs); "
                 "their streams are named per job or instance at run time."
             )
         for arn in rollback_alarms:

@@ -32,7 +32,9 @@ def _complete_endpoints(ctx: click.Context, param: click.Parameter, incomplete: 
 @cli.command(epilog=(
     "Large models: --image URI of an AWS LLM inference container (LMI/vLLM, e.g. a djl-inference "
     "...-lmi... image) with --env OPTION_ENABLE_LORA=true and friends; the request shape stays the same."))
-@click.argument("target", metavar="TARGET")
+@click.argument("target", metavar="TARGET", required=False)
+@click.option("--from-tuning", metavar="TUNE",
+              help="Serve the best trial of tuning TUNE (a job of its backend) instead of a TARGET.")
 @click.option("--name", help="Endpoint name (default: from TARGET).")
 @click.option("--instance-type", help="SageMaker instance type (default ml.g5.xlarge).")
 @click.option("--instance-count", type=click.IntRange(1), help="Initial instances (default 1).")
@@ -64,7 +66,7 @@ def _complete_endpoints(ctx: click.Context, param: click.Parameter, incomplete: 
 @click.option("--wait/--no-wait", default=True, help="Wait until the endpoint serves (default).")
 @click.option("--dry-run", is_flag=True, help="Print the exact requests and create nothing.")
 @common_options
-def deploy(target: str, name: str | None, env_pairs: tuple[str, ...], tag_pairs: tuple[str, ...],
+def deploy(target: str | None, from_tuning: str | None, name: str | None, env_pairs: tuple[str, ...], tag_pairs: tuple[str, ...],
            rollback_alarms: tuple[str, ...], timeout: float | None, wait: bool, dry_run: bool, **flags: Any) -> None:
     """Serve TARGET as an endpoint: a training job, GROUP:VERSION, GROUP (its newest Approved
     version) or a model package ARN.
@@ -75,7 +77,13 @@ def deploy(target: str, name: str | None, env_pairs: tuple[str, ...], tag_pairs:
     SageMaker: CreateModel + CreateEndpointConfig + CreateEndpoint, or a blue/green UpdateEndpoint
     with automatic rollback on the endpoint's alarms, then autoscaling on invocations per instance.
     """
+    if (target is None) == (from_tuning is None):
+        raise click.UsageError("give a TARGET or --from-tuning TUNE (one of the two).")
     client = _client()
+    if from_tuning:
+        from ftcloud.sdk import best_trial_name
+
+        target = best_trial_name(client.tuner_for(from_tuning).status(from_tuning))
     endpoints = client._endpoints_for(target=target)
     _header(client, endpoints)
     options = {k: v for k, v in flags.items() if v is not None}

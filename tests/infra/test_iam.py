@@ -96,6 +96,7 @@ def test_execution_role_reads_datasets_and_writes_artifacts_only(synth):
     assert grants["logs:PutLogEvents"] == {
         "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs:*",
         "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/Endpoints/*:*",
+        "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/ProcessingJobs:*",
     }
 
 

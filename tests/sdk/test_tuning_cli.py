@@ -237,3 +237,30 @@ def test_bad_data_stops_the_tuning_before_any_trial(capsys, platform_stack, job_
     assert code != 0 and out == "" and "train.jsonl:2" in err
     code, out, err = run(capsys, "tune", "-c", str(job_file), "--dry-run", "--skip-validation")
     assert code == 0 and json.loads(out)["HyperParameterTuningJobName"] == "tune-cli"
+
+
+def test_deploy_from_tuning_serves_the_best_trials_job(capsys, fake_tuner, monkeypatch, aws_env):
+    from ftcloud.endpoints.sagemaker import SageMakerEndpoints
+
+    deployed = []
+
+    def deploy(self, target, name=None, **kwargs):
+        deployed.append(target)
+        raise SystemExit(0)  # what deploy does with the target is tested in test_endpoints_sagemaker
+
+    monkeypatch.setattr(SageMakerEndpoints, "deploy", deploy)
+    fake_tuner.polls = 1  # the finished tuning: best trial tune-cli-000
+    with pytest.raises(SystemExit):
+        main(["deploy", "--from-tuning", "tune-cli", "--backend", "sagemaker", "--dry-run"])
+    assert deployed == ["tune-cli-000"]
+    for args in ([], ["job-1", "--from-tuning", "tune-1"]):
+        code, _, err = run(capsys, "deploy", *args)
+        assert code == 2 and "give a TARGET or --from-tuning TUNE" in err
+
+
+def test_deploy_from_a_tuning_without_a_completed_trial_is_refused(capsys, monkeypatch, aws_env):
+    tuner = scripted("Failed")
+    tuner.polls = 1
+    monkeypatch.setattr(Client, "tuner", lambda self, name=None: tuner)
+    code, _, err = run(capsys, "deploy", "--from-tuning", "tune-cli", "--backend", "sagemaker")
+    assert code == 2 and "Tuning tune-cli has no completed trial" in err

@@ -243,7 +243,8 @@ def test_learning_rate_search_prunes_the_bad_rate_and_keeps_the_good_one(tiny_mo
 @pytest.mark.slow
 def test_a_killed_tuning_resumes_without_rerunning_finished_trials(tiny_model_dir, make_data, ftcloud_home,
                                                                      fast_poll):
-    job = _job("resume", tiny_model_dir, make_data(rows=32), max_steps=8)
+    # Long enough (a few seconds of training per trial) that the stop below lands while one trains.
+    job = _job("resume", tiny_model_dir, make_data(rows=32), max_steps=60)
     tuning = TuningSpec(parameters=[ParameterRange("learning_rate", "continuous", low=1e-3, high=1e-2,
                                                    scaling="logarithmic")],
                         strategy="random", max_trials=3, max_parallel=2, seed=3,

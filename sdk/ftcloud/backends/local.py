@@ -228,21 +228,7 @@ class LocalBackend(Backend):
 
     def _spawn(self, job_dir: Path, lock_fd: int) -> None:
         """Start the runner and hand it ``lock_fd`` (taken by :func:`lock_job_dir`); ours is closed."""
-        try:
-            with open(job_dir / "logs" / "runner.log", "ab") as runner_log:
-                proc = subprocess.Popen(
-                    [self.python, "-m", "ftcloud.backends.local_runner", str(job_dir), f"--lock-fd={lock_fd}"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=runner_log,
-                    stderr=subprocess.STDOUT,
-                    cwd=str(job_dir),
-                    start_new_session=True,  # Ctrl-C in the launching terminal must not kill the job
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                    pass_fds=(lock_fd,),
-                )
-        finally:
-            os.close(lock_fd)  # the runner holds the lock now (or nobody does, if it failed to start)
-        (job_dir / "runner.pid").write_text(str(proc.pid))
+        spawn_detached(self.python, "ftcloud.backends.local_runner", job_dir, "runner", lock_fd)
 
     # ------------------------------------------------------------------ status
     def status(self, name: str) -> JobStatus:
@@ -421,6 +407,28 @@ class LocalBackend(Backend):
             {"status": "Starting", "start": now, "message": "Resuming from the newest complete checkpoint"}
         )
         write_json_atomic(job_dir / "state.json", state)
+
+
+def spawn_detached(python: str, module: str, directory: Path, role: str, lock_fd: int) -> int:
+    """Run ``python -m module DIRECTORY --lock-fd=N`` in its own session, logging to
+    ``logs/<role>.log`` and writing ``<role>.pid``; the child inherits ``lock_fd`` and ours is closed
+    (so the lock is the child's, or nobody's if it failed to start). Returns the pid."""
+    try:
+        with open(directory / "logs" / f"{role}.log", "ab") as log_file:
+            proc = subprocess.Popen(
+                [python, "-m", module, str(directory), f"--lock-fd={lock_fd}"],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=str(directory),
+                start_new_session=True,  # Ctrl-C in the terminal that started it must not end it
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                pass_fds=(lock_fd,),
+            )
+    finally:
+        os.close(lock_fd)
+    (directory / f"{role}.pid").write_text(str(proc.pid))
+    return proc.pid
 
 
 def _job_process_running(job_dir: Path, pid: int) -> bool:

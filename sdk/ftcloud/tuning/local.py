@@ -35,7 +35,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ftcloud.backends.local import LocalBackend, _job_process_running, read_json, write_json_atomic
+from ftcloud.backends.local import (
+    LocalBackend,
+    _job_process_running,
+    read_json,
+    spawn_detached,
+    write_json_atomic,
+)
 from ftcloud.config import ftcloud_home
 from ftcloud.errors import UsageError
 from ftcloud.tuning.base import (
@@ -290,21 +296,7 @@ class LocalTuner(Tuner):
                             load_if_exists=True)
 
     def _spawn(self, directory: Path, lock_fd: int) -> None:
-        try:
-            with open(directory / "logs" / "driver.log", "ab") as driver_log:
-                proc = subprocess.Popen(
-                    [self.python, "-m", "ftcloud.tuning.local_driver", str(directory), f"--lock-fd={lock_fd}"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=driver_log,
-                    stderr=subprocess.STDOUT,
-                    cwd=str(directory),
-                    start_new_session=True,  # Ctrl-C in the terminal that ran tune must not end the search
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                    pass_fds=(lock_fd,),
-                )
-        finally:
-            os.close(lock_fd)  # the driver holds the lock now
-        (directory / "driver.pid").write_text(str(proc.pid))
+        spawn_detached(self.python, "ftcloud.tuning.local_driver", directory, "driver", lock_fd)
 
     # ------------------------------------------------------------------ status
     def driver_alive(self, directory: Path) -> bool:
