@@ -187,6 +187,17 @@ def launch(config, set_values, wait, plain, dry_run, skip_validation, force, **f
         _follow_to_end(job, lambda final: {"launch": result.to_dict(), "status": final.to_dict()}, plain=plain)
 
 
+#: launch's options that act (follow, print, check) rather than describe the job: every other
+#: option of launch builds the job spec, and commands that take a job (plan, tune) reuse those.
+LAUNCH_ACTION_OPTIONS = ("wait", "plain", "dry_run", "skip_validation", "force")
+
+
+def job_options(keep: tuple[str, ...] = ()) -> list[click.Parameter]:
+    """launch's job-spec options (flat keys, --config, --set: the same objects, one definition), plus
+    the action options named in ``keep``."""
+    return [p for p in launch.params if p.expose_value and (p.name not in LAUNCH_ACTION_OPTIONS or p.name in keep)]
+
+
 def _follow_to_end(job: Any, as_json: Callable[[Any], Any], plain: bool = False) -> None:
     """Follow a running job until it ends, print the outcome; exit 1 if it failed, 130 on Ctrl-C.
 

@@ -11,9 +11,8 @@ from typing import Any
 
 import click
 
-from ftcloud.cli import _as_json, _client, _emit_json, cli, common_options
+from ftcloud.cli import _as_json, _client, _emit_json, cli, common_options, job_options
 from ftcloud.cli import launch as _launch
-from ftcloud.job import FLAT_KEYS
 
 GIB = 2**30
 
@@ -21,8 +20,7 @@ GIB = 2**30
 def _spec_params() -> list[click.Parameter]:
     """launch's options that build the spec (flat keys, --config, --set) and the common ones;
     not what launch does afterwards (--wait, --dry-run, --force, ...)."""
-    keep = {*FLAT_KEYS, "config", "set_values"}
-    return [p for p in _launch.params if p.name in keep or not p.expose_value]
+    return [*job_options(), *(p for p in _launch.params if not p.expose_value)]
 
 
 def _plan(config: str | None, set_values: tuple[str, ...], dataset_tokens: int | None, **flags: Any) -> None:

@@ -12,17 +12,13 @@ from typing import Any
 
 import click
 
-from ftcloud.cli import _as_json, _client, _emit_json, cli, common_options, launch
+from ftcloud.cli import _as_json, _client, _emit_json, cli, common_options, job_options
 
 
 def _with_launch_options(command: click.Command) -> click.Command:
     """Give ``command`` every job option of ``launch``: those naming a job spec key, plus --config and
     --set (shared objects: one definition, one help; launch's own --wait/--dry-run/... stay its own)."""
-    from ftcloud.job import FLAT_KEYS
-
-    own = ("config", "set_values", "skip_validation", "force")
-    shared = [p for p in launch.params if p.expose_value and (p.name in FLAT_KEYS or p.name in own)]
-    command.params = [*shared, *command.params]
+    command.params = [*job_options(keep=("skip_validation", "force")), *command.params]
     return command
 
 

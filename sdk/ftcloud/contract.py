@@ -14,6 +14,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+#: Row formats of training data -> the keys that identify a row of that format (any one key set).
+#: The loader (``ftcloud_train.datasource``) reads them; the spec's ``data_format`` choices list them.
+ROW_FORMATS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "chat": (("messages",), ("conversations",)),
+    "alpaca": (("instruction", "output"),),
+    "prompt_completion": (("prompt", "completion"),),
+    "text": (("text",),),
+    "classification": (("text", "label"),),
+}
+
 #: Environment variable that relocates SageMaker's ``/opt/ml`` (local runs, tests).
 ROOT_ENV = "FTCLOUD_ML_ROOT"
 DEFAULT_ROOT = "/opt/ml"

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from ftcloud_train.datasource import FORMATS as _ROW_FORMATS  # the loader owns the row formats
+from ftcloud.contract import ROW_FORMATS as _ROW_FORMATS  # what the loader reads (kept import-light)
 
 TECHNIQUES = ("lora", "qlora", "dora", "full")
 DATA_FORMATS = ("auto", *_ROW_FORMATS)

@@ -41,18 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ftcloud.contract import ROW_FORMATS
 from ftcloud.errors import UsageError
 
 FILE_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
 DATA_SUFFIXES = tuple(f".{f}" for f in FILE_FORMATS)
-#: Row format -> the keys that identify it (any one key set of the tuple).
-FORMATS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "chat": (("messages",), ("conversations",)),
-    "alpaca": (("instruction", "output"),),
-    "prompt_completion": (("prompt", "completion"),),
-    "text": (("text",),),
-    "classification": (("text", "label"),),
-}
+#: Row format -> the keys that identify it (any one key set of the tuple); defined in the contract.
+FORMATS = ROW_FORMATS
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 #: ShareGPT speaker names -> OpenAI roles.
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
