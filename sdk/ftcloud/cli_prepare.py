@@ -76,6 +76,7 @@ def prepare(sources: tuple[str, ...], out: str | None, fmt: str, file_format: st
     Examples:
       ftcloud data prepare raw/ --out prepared/ --glossary medical --near-dedup --redact-pii
       ftcloud data prepare reviews.csv --out cls/ --oversample --kfold 5
+      ftcloud data prepare raw/ --out prepared/ --tokenizer MODEL --token-cache --set max_length=2048
       ftcloud data prepare s3://bucket/raw/ --backend sagemaker --instance-count 4 --dry-run
     """
     from ftcloud_train.prepare.options import PrepareOptions
@@ -140,4 +141,10 @@ def _summary(result: Any) -> None:
     for name, split in card["splits"].items():
         classes = split.get("classes")
         click.echo(f"  {name}: {split['rows']} rows" + (f"  classes {classes}" if classes else ""))
+    if card.get("token_cache"):
+        tc = card["token_cache"]
+        click.echo(f"  token cache for {tc['tokenizer']} with {tc['training']}: "
+                   + ", ".join(f"{name} {e['samples']} samples" for name, e in tc["entries"].items()))
+        click.echo(f"  channels: --data {result.out}/train/"
+                   + (f" --validation-data {result.out}/validation/" if "validation" in tc["entries"] else ""))
     click.echo(f"  data card: {result.out}/data_card.md   content hash: {card['content_hash'][:16]}")

@@ -137,7 +137,7 @@ def _perplexity(loss: float) -> float:
 def prepare_data(ctx: JobContext, tokenizer, leader: bool = True):
     """Train and evaluation samples, and their data reports.
 
-    From the token cache when an entry's key matches (one ``ftcloud data prepare --tokenizer`` left
+    From the token cache when an entry's key matches (one ``ftcloud data prepare --tokenizer ... --token-cache`` left
     in the channel, or this job's own under the checkpoint directory, which restarts find); else
     the ``leader`` (first process of the host) reads and tokenizes, and caches for the other
     processes, which wait for it, and for restarts.

@@ -15,9 +15,9 @@ samples, so a stale entry is never used:
   chat template and special tokens), wherever it came from;
 * the code that tokenizes (:data:`CODE_MODULES`' source files) and this file format's version.
 
-``ftcloud data prepare --tokenizer`` writes the same entries next to the prepared data
-(``<out>/ftcloud-token-cache/``); the container uses them from the ``train`` / ``validation``
-channel when the keys match. Public API: :func:`key`, :func:`save`, :func:`load`,
+``ftcloud data prepare --tokenizer MODEL --token-cache`` writes the same entries in each prepared
+split's channel directory (``<out>/train/ftcloud-token-cache/``, ``<out>/validation/...``); the
+container uses them from the ``train`` / ``validation`` channel when the keys match. Public API: :func:`key`, :func:`save`, :func:`load`,
 :func:`load_or_build`.
 
 File format: one ``<key>.npz`` per entry (numpy's zip, read with ``allow_pickle=False``: a cache

@@ -198,6 +198,9 @@ def run(
     settings = settings or ProcessingSettings()
     settings.check()
     options.validate()
+    if options.token_cache:  # refused before a job is created only to fail on its first instance
+        raise UsageError("--token-cache runs with the local backend only: the instances of a Processing "
+                         "job each see a share of the channel, and the cache is keyed by all of it.")
     if not sources:
         raise UsageError("no data: pass at least one file, directory or s3:// URI.")
     for src in sources:

@@ -65,5 +65,13 @@ def render_markdown(card: dict[str, Any]) -> str:
                 s = post["smote"]
                 lines += [f"- SMOTE features: `{s['features']}` shape {s['shape']}, classes {json.dumps(s['class_balance_after'])}"]
             lines.append("")
+    if card.get("token_cache"):
+        tc = card["token_cache"]
+        lines += ["## Token cache", "",
+                  f"Tokenizer `{tc['tokenizer']}`, training settings `{json.dumps(tc['training'], sort_keys=True)}`. "
+                  "A job launched with this tokenizer and these settings loads these samples instead of "
+                  "tokenizing; other values tokenize again.", ""]
+        lines += _table(("split", "samples", "file"),
+                        [(name, e["samples"], e["file"]) for name, e in tc["entries"].items()])
     lines += ["## Options", "", "```json", json.dumps(card["options"], indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)

@@ -63,6 +63,11 @@ class PrepareOptions:
                               "classification only).")
     seed: int = _opt(0, "Seed for splits, folds, augmentation and oversampling.")
     tokenizer: str | None = _opt(None, "Tokenizer (path or id) for token-length statistics; part of the cache key.")
+    token_cache: bool = _opt(False, "Also write the training container's token cache for each split (needs "
+                                    "--tokenizer: the model the job trains). Output: train/ and validation/ "
+                                    "channel directories.")
+    set: list[str] = _opt([], "Training setting that changes tokenization, KEY=VALUE (task, data_format, "
+                              "max_length, overlength, completion_only_loss), for --token-cache. Repeatable.")
 
     # ------------------------------------------------------------------ checks
     def validate(self, fmt: str | None = None) -> PrepareOptions:
@@ -85,6 +90,17 @@ class PrepareOptions:
             raise OptionsError("an augmentation was chosen but --augment-copies is 0; set --augment-copies N (e.g. 1).")
         if self.back_translate_return and not self.back_translate:
             raise OptionsError("--back-translate-return needs --back-translate MODEL.")
+        if self.token_cache and not self.tokenizer:
+            raise OptionsError("--token-cache needs --tokenizer MODEL: the model (path or id) the job will train, "
+                               "whose tokenizer the cache is for.")
+        if self.set and not self.token_cache:
+            raise OptionsError("--set applies to --token-cache only (the settings the cache is tokenized for); "
+                               "add --token-cache or drop --set.")
+        if self.token_cache and self.kfold:
+            raise OptionsError("--token-cache writes one train/ and one validation/ channel; it does not combine "
+                               "with --kfold. Drop one of them.")
+        if self.token_cache:
+            self.training_values()  # a bad --set fails before any row is read
         if fmt is not None and fmt != "classification":
             for flag, on in (("--remove-stopwords", self.remove_stopwords), ("--eda", self.eda),
                              ("--oversample", self.oversample), ("--smote", self.smote)):
@@ -96,6 +112,28 @@ class PrepareOptions:
                         f"Drop {flag}, or prepare classification data."
                     )
         return self
+
+    def training_values(self) -> dict[str, Any]:
+        """The ``--set KEY=VALUE`` settings, checked by the one training-spec parser
+        (:meth:`ftcloud.spec.TrainingSpec.from_mapping`); only keys that change tokenization."""
+        from ftcloud.spec import SpecError, TrainingSpec
+        from ftcloud_train.token_cache import TOKENIZATION_KEYS
+
+        values: dict[str, str] = {}
+        for item in self.set:
+            name, sep, value = item.partition("=")
+            name = name.strip()
+            if not sep or not name:
+                raise OptionsError(f"--set {item!r}: write KEY=VALUE, e.g. --set max_length=2048.")
+            if name not in TOKENIZATION_KEYS:
+                raise OptionsError(f"--set {name}: only settings that change tokenization belong here "
+                                   f"({', '.join(TOKENIZATION_KEYS)}); others do not change the token cache.")
+            values[name] = value.strip()
+        try:
+            spec = TrainingSpec.from_mapping(values, source="--set")
+        except SpecError as exc:
+            raise OptionsError(str(exc)) from None
+        return {name: getattr(spec, name) for name in values}
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -14,6 +14,8 @@ the end). Only ``--smote`` holds the training features in memory (sparse).
 Output (``out``)::
 
     train.jsonl, validation.jsonl            # or folds/<k>/{train,validation}.jsonl with --kfold
+    train/train.jsonl, train/ftcloud-token-cache/<key>.npz,              # --token-cache: one channel
+    validation/validation.jsonl, validation/ftcloud-token-cache/<key>.npz  # directory per split
     features/train.npz, train.labels.json    # --smote
     data_card.json, data_card.md             # sources, counts per step, lengths, class balance, hashes
 
@@ -281,11 +283,20 @@ def prepare(
         sources = [sources]
     out = Path(out).expanduser().resolve()
     _check_out(out, part)
+    if options.token_cache and part:
+        # The container keys a channel by ALL its files; one instance's part cannot know the others.
+        raise OptionsError("--token-cache runs with the local backend only: the parts of a sharded Processing job "
+                           "form one channel that no single instance sees whole. Drop --token-cache there; the "
+                           "training job then tokenizes once per host and caches it under its checkpoints.")
     expanded = expand_sources(sources, file_format=file_format, query=query, table=table)
     inputs = _inputs_fingerprint(expanded)
     settings = {"options": options.to_dict(), "format": fmt, "file_format": file_format, "query": query,
                 "table": table, "part": part, "tokenizer": tokenizer_fingerprint(options.tokenizer),
                 "version": PIPELINE_VERSION}
+    if options.token_cache:  # new tokenizing code means new entries, so a cached preparation is not enough
+        from ftcloud_train.token_cache import code_fingerprint
+
+        settings["token_code"] = code_fingerprint()
     key = hashlib.sha256(json.dumps({"inputs": inputs, **settings}, sort_keys=True).encode()).hexdigest()
     if inputs is not None:
         card = _cached_card(out, key, part)
@@ -356,6 +367,8 @@ def _run(expanded: list[Any], tmp: Path, options: PrepareOptions, *, fmt: str, p
     steps = RowSteps(options, fmt)
     writers = _Writers(tmp)
     suffix = f"/{part}.jsonl" if part else ".jsonl"
+    # --token-cache: every split its own channel directory (a channel is read whole, cache excluded).
+    split_file = (lambda split: f"{split}/{split}.jsonl") if options.token_cache else (lambda split: split + suffix)
     classes_in: Counter = Counter()
     n_read = 0
     if options.kfold:
@@ -380,7 +393,7 @@ def _run(expanded: list[Any], tmp: Path, options: PrepareOptions, *, fmt: str, p
                 for j in range(options.kfold):
                     writers.write(f"folds/{j + 1}/{'validation' if j == k else 'train'}{suffix}", row)
             else:
-                writers.write(("validation" if splitter.is_validation(label) else "train") + suffix, row)
+                writers.write(split_file("validation" if splitter.is_validation(label) else "train"), row)
     finally:
         writers.close()
     log(f"read {n_read} rows ({fmt}); dropped {dict(steps.dropped) or 'none'}")
@@ -415,7 +428,45 @@ def _run(expanded: list[Any], tmp: Path, options: PrepareOptions, *, fmt: str, p
     }
     if fmt == "classification":
         card["class_balance"] = {"after_cleaning": dict(sorted(classes_in.items()))}
+    if options.token_cache:
+        card["token_cache"] = write_token_cache(tmp, options, log)
     return card
+
+
+def write_token_cache(root: Path, options: PrepareOptions, log: Callable[[str], None]) -> dict[str, Any]:
+    """Tokenize ``root/train`` and ``root/validation`` as the training container does, and store the
+    samples where it looks first (``<channel>/ftcloud-token-cache/<key>.npz``).
+
+    Same rows (the container's reader), same tokenizer (its loader), same sample builder, same key
+    (channel root, data files, spec values, split; no holdout, as the validation channel is given),
+    same meta: the container finds the entry and does not tokenize. Other settings at launch give
+    another key: the container then tokenizes again, never uses a stale entry.
+    """
+    from ftcloud.spec import TrainingSpec
+    from ftcloud_train import token_cache
+    from ftcloud_train.data import build_split, read_rows
+    from ftcloud_train.modeling import load_tokenizer
+
+    values = options.training_values()
+    spec = TrainingSpec.from_mapping(values, source="--set")
+    tokenizer = load_tokenizer(options.tokenizer, spec.trust_remote_code)
+    entries: dict[str, Any] = {}
+    extra = None
+    for split in ("train", "validation"):
+        channel = root / split
+        if not channel.is_dir():  # --validation-fraction 0: no validation channel
+            continue
+        samples, report = build_split(read_rows(channel, split), split, spec, tokenizer,
+                                      extra["labels"] if extra else None)
+        meta = {"report": report.to_dict(), "summary": report.summary()}
+        key = token_cache.key(root=channel, spec=spec, tokenizer=tokenizer, split=split, extra=extra)
+        path = token_cache.save(channel / token_cache.CACHE_DIRNAME, key, samples, meta)
+        entries[split] = {"key": key, "file": path.relative_to(root).as_posix(), "samples": len(samples)}
+        log(f"token cache: {split}: {len(samples)} samples -> {entries[split]['file']}")
+        # The validation entry is keyed (and its class ids set) by the training rows' labels, as in the container.
+        extra = {"labels": meta["report"].get("labels")}
+    return {"tokenizer": options.tokenizer, "training": token_cache.spec_values(spec), "set": values,
+            "entries": entries}
 
 
 def _is_train(rel: str) -> bool:
@@ -511,7 +562,9 @@ def _smote_features(path: Path, root: Path, rel: str, options: PrepareOptions, p
     features = TfidfTransformer().fit_transform(vectors)
     x, y = SMOTE(random_state=options.seed, k_neighbors=min(5, smallest - 1)).fit_resample(features, labels)
     parts = rel.split("/")
-    base, name = (parts[:-2], part) if part else (parts[:-1], "train")  # train/<part>.jsonl | train.jsonl
+    # train/<part>.jsonl | train.jsonl | train/train.jsonl (--token-cache: features stay out of the channel)
+    base, name = (parts[:-2], part) if part else (parts[:-2] if parts[-2:] == ["train", "train.jsonl"]
+                                                    else parts[:-1], "train")
     target = root.joinpath(*base, "features", f"{name}.npz")
     target.parent.mkdir(parents=True, exist_ok=True)
     sparse.save_npz(target, sparse.csr_matrix(x))
