@@ -188,6 +188,21 @@ def test_refuses_70b_full_fine_tuning_on_one_24_gb_gpu_with_useful_options():
     assert notes and notes[0].startswith("--force")
 
 
+def test_bf16_is_never_planned_on_a_gpu_without_it():
+    """The planner asks the container's own precision decision: bf16 on a T4 would be refused at start."""
+    job = build_job_spec(overrides={"technique": "qlora", "model": "Qwen/Qwen2.5-0.5B", "precision": "bf16",
+                                    "instance_type": "ml.g4dn.xlarge", "max_length": 512, "max_steps": 10})
+    plan = make_plan(job)
+    assert not plan.fits and "ml.g4dn.xlarge (T4) cannot run this job: precision=bf16 needs a GPU" in plan.problem()
+    assert plan.recommended.instance.gpu_spec.bf16  # the recommendation is one where it runs
+    assert all(f.instance.gpu_spec.bf16 for f in plan.options)
+    with pytest.raises(PlanError, match="cannot run this job"):
+        guard_launch(job)
+    auto = make_plan(build_job_spec(overrides={"technique": "qlora", "model": "Qwen/Qwen2.5-0.5B",
+                                               "instance_type": "ml.g4dn.xlarge", "max_length": 512}))
+    assert auto.fits and auto.memory.dtypes["autocast"] == "fp16"  # precision=auto: fp16 on a T4
+
+
 def test_shorter_sequences_and_smaller_micro_batches_are_offered_when_they_fit():
     job = build_job_spec(overrides={"technique": "qlora", "model": LLAMA8, "instance_type": "ml.g5.2xlarge",
                                     "max_length": 8192, "per_device_train_batch_size": 2, "max_steps": 10})

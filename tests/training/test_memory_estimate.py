@@ -10,12 +10,10 @@ activations within 20% (a per-token model of what autograd keeps); the sum withi
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from ftcloud.planning.catalog import resolve_model
-from ftcloud.planning.memory import MemoryInputs, dtypes, estimate_memory
+from ftcloud.planning.memory import MemoryInputs, estimate_memory
 from ftcloud.spec import TrainingSpec
 
 from .memory_probe import measure
@@ -59,27 +57,3 @@ def test_estimate_matches_measured_tensors_for_a_mixture_of_experts(tiny_mixtral
     for part in COUNTED:
         assert est.components[part] == pytest.approx(getattr(measured, part), rel=0.05), part
     assert est.components["activations"] == pytest.approx(measured.activations, rel=0.20)
-
-
-def test_planner_dtypes_mirror_the_container_precision_plan():
-    """The planner's copy of the dtype decision equals ftcloud_train.modeling.precision_plan everywhere
-    the container accepts the combination."""
-    from ftcloud_train.job import UserError
-    from ftcloud_train.modeling import precision_plan
-
-    devices = {None: None, (7, 5): False, (8, 0): True}  # CPU, T4, A10G
-    checked = 0
-    for (capability, bf16), technique, precision, quantization, compute in itertools.product(
-        devices.items(), ("lora", "qlora", "dora", "full"), ("auto", "fp32", "fp16", "bf16", "bf16_pure"),
-        ("none", "4bit", "8bit"), ("auto", "fp32", "bf16"),
-    ):
-        try:
-            plan = precision_plan(capability, technique, precision, quantization, compute)
-        except UserError:
-            continue
-        ours = dtypes(technique, precision, quantization, bf16, compute)
-        assert (ours["precision"], ours["load"], ours["trainable"], ours["autocast"]) == (
-            plan.precision, plan.load_dtype, plan.trainable_dtype, plan.autocast_dtype
-        ), (capability, technique, precision, quantization, compute)
-        checked += 1
-    assert checked > 200

@@ -533,28 +533,7 @@ def _read_json(fh: BinaryIO, src: Source) -> Iterator[Record | Problem]:
     if first == "":
         return  # empty file: reported by validate as an empty source
     if first == "[":
-        js.take("[")
-        i = 0
-        if js.peek() == "]":
-            js.pos += 1
-        else:
-            while True:
-                obj = js.value()
-                where = f"{label}[{i}]"
-                if isinstance(obj, dict):
-                    yield Record(obj, where)
-                else:
-                    yield Problem(where, f"expected a JSON object (a row), got {_json_type(obj)}",
-                                  'Each array item must be a row object such as {"text": "..."}')
-                i += 1
-                nxt = js.peek()
-                if nxt == ",":
-                    js.pos += 1
-                    continue
-                if nxt == "]":
-                    js.pos += 1
-                    break
-                js.error("Expecting ',' delimiter")
+        yield from _array_rows(js, label, "Each array item")
     elif first == "{":
         first_line = js.where()[0]
         outcome: list[Record | Problem] = []
@@ -586,6 +565,31 @@ def _read_json(fh: BinaryIO, src: Source) -> Iterator[Record | Problem]:
                       "A .json file holds one document; remove what follows it, or use .jsonl")
 
 
+def _array_rows(js: _JsonStream, prefix: str, what: str) -> Iterator[Record | Problem]:
+    """The rows of the JSON array at the stream's position, value by value (never the whole array)."""
+    js.take("[")
+    if js.peek() == "]":
+        js.pos += 1
+        return
+    i = 0
+    while True:
+        obj = js.value()
+        if isinstance(obj, dict):
+            yield Record(obj, f"{prefix}[{i}]")
+        else:
+            yield Problem(f"{prefix}[{i}]", f"expected a JSON object (a row), got {_json_type(obj)}",
+                          f'{what} must be a row object such as {{"text": "..."}}')
+        i += 1
+        nxt = js.peek()
+        if nxt == ",":
+            js.pos += 1
+        elif nxt == "]":
+            js.pos += 1
+            return
+        else:
+            js.error("Expecting ',' delimiter")
+
+
 def _read_json_object(js: _JsonStream, label: str, outcome: list[Record | Problem]) -> Iterator[Record | Problem]:
     """A top-level object: a wrapper whose one list holds the rows (yielded as streamed), or one row
     (put in ``outcome``, as is the problem of an object that is neither: the caller decides, since
@@ -607,28 +611,7 @@ def _read_json_object(js: _JsonStream, label: str, outcome: list[Record | Proble
                 if len(lists) > 1:
                     raise _Fatal(_not_rows_problem(label, [*members, *lists], len(lists)))
                 streamed = True
-                js.take("[")
-                prefix = f"{label}[{json.dumps(key)}]"
-                i = 0
-                if js.peek() == "]":
-                    js.pos += 1
-                else:
-                    while True:
-                        obj = js.value()
-                        if isinstance(obj, dict):
-                            yield Record(obj, f"{prefix}[{i}]")
-                        else:
-                            yield Problem(f"{prefix}[{i}]", f"expected a JSON object (a row), got {_json_type(obj)}",
-                                          'Each item of the list must be a row object such as {"text": "..."}')
-                        i += 1
-                        nxt = js.peek()
-                        if nxt == ",":
-                            js.pos += 1
-                            continue
-                        if nxt == "]":
-                            js.pos += 1
-                            break
-                        js.error("Expecting ',' delimiter")
+                yield from _array_rows(js, f"{label}[{json.dumps(key)}]", "Each item of the list")
             else:
                 members[key] = js.value()
             nxt = js.peek()

@@ -89,19 +89,26 @@ class JobLockedError(UsageError):
     """Another runner or trainer holds the job's lock: starting one more would share ``ml/``."""
 
 
-def lock_job_dir(job_dir: Path) -> int:
-    """Take the job's exclusive lock without waiting; return its (inheritable) file descriptor.
-
-    The lock lives as long as any process holding a copy of the descriptor, so passing it to the
-    runner and on to the trainer keeps it held until the last of them exits.
-    """
-    fd = os.open(job_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+def try_lock(path: Path) -> int | None:
+    """Take an exclusive lock on ``path`` without waiting: its (inheritable) file descriptor, or
+    None when another process holds it. The lock lives as long as any process holding a copy of
+    the descriptor, so handing it to a child keeps it held until the last of them exits."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(fd)
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise
+        return None
+    return fd
+
+
+def lock_job_dir(job_dir: Path) -> int:
+    """Take the job's exclusive lock without waiting (see :func:`try_lock`); passed to the runner
+    and on to the trainer, it stays held until the last of them exits."""
+    fd = try_lock(job_dir / LOCK_FILE)
+    if fd is None:
         state = read_json(job_dir / "state.json")
         holders = ", ".join(
             f"{what} pid {state[key]}" for key, what in (("runner_pid", "runner"), ("child_pid", "trainer"))
@@ -111,7 +118,7 @@ def lock_job_dir(job_dir: Path) -> int:
             f"Job '{job_dir.name}' is still held by a running process ({holders or 'pid unknown'}): "
             f"{job_dir / LOCK_FILE} is locked, and a second trainer would write the same checkpoints.",
             hint=f"Stop it with 'ftcloud stop {job_dir.name}', or wait for that process to exit, then retry.",
-        ) from None
+        )
     return fd
 
 

@@ -1,8 +1,7 @@
 """Peak training memory per GPU, component by component, for lora / qlora / dora / full.
 
 The estimate reads the same resolved facts as training (``TrainingSpec.resolved_*``) and the dtype
-decision of the container (:func:`dtypes`, a mirror of ``ftcloud_train.modeling.precision_plan``
-that a test keeps equal to it). Formulas and their sources: docs/plan.md. In short, per GPU:
+decision of the container itself (:func:`dtypes` calls ``ftcloud_train.modeling.precision_plan``). Formulas and their sources: docs/plan.md. In short, per GPU:
 
 * weights: quantized decoder matrices at 4.5 bits (NF4, block 64, fp32 absmax) or ~4.13 bits with
   double quantization (8-bit absmax + fp32 per 256 blocks), 8 bits for LLM.int8; the rest
@@ -36,25 +35,28 @@ BNB_OPTIM_MIN_8BIT = 4096  # bitsandbytes keeps 32-bit state for tensors smaller
 BNB_OPTIM_BLOCK = 256
 
 
+#: A compute capability standing for each kind of device the instance table knows.
+_CAPABILITY = {None: None, False: (7, 5), True: (8, 0)}  # CPU, pre-Ampere (T4, V100), Ampere or newer
+
+
 def dtypes(technique: str, precision: str, quantization: str, gpu_bf16: bool | None,
            compute_dtype: str = "auto") -> dict[str, str | None]:
-    """The container's dtype decision for a device: ``gpu_bf16`` None = CPU, True = Ampere or newer.
+    """The container's own dtype decision (``ftcloud_train.modeling.precision_plan``, torch-free) for
+    a device: ``gpu_bf16`` None = CPU, False = a pre-Ampere GPU, True = Ampere or newer.
 
     Returns ``load`` (frozen / unquantized weights), ``trainable`` (master copy), ``autocast``
-    (None: none). Mirrors ``ftcloud_train.modeling.precision_plan`` (tests/training checks)."""
-    on_cpu = gpu_bf16 is None
-    if precision == "auto":
-        precision = "fp32" if on_cpu else ("bf16" if gpu_bf16 else "fp16")
-    if precision == "fp32":
-        load, trainable, autocast = "fp32", "fp32", None
-    elif precision == "bf16_pure":
-        load, trainable, autocast = "bf16", "bf16", None
-    else:
-        load = "fp32" if technique == "full" else precision
-        trainable, autocast = "fp32", precision
-    if quantization in ("4bit", "8bit"):  # the layers left unquantized use the quantized layers' compute dtype
-        load = compute_dtype if compute_dtype != "auto" else (autocast or load)
-    return {"precision": precision, "load": load, "trainable": trainable, "autocast": autocast}
+    (None: none) and ``unsupported``: why the container would refuse the job on that device (e.g.
+    bf16 on a T4), else None; the sizes are then those of ``precision=auto``."""
+    from ftcloud_train.job import UserError
+    from ftcloud_train.modeling import precision_plan
+
+    capability = _CAPABILITY[gpu_bf16]
+    try:
+        plan, unsupported = precision_plan(capability, technique, precision, quantization, compute_dtype), None
+    except UserError as exc:
+        plan, unsupported = precision_plan(capability, technique, "auto", quantization, "auto"), str(exc)
+    return {"precision": plan.precision, "load": plan.load_dtype, "trainable": plan.trainable_dtype,
+            "autocast": plan.autocast_dtype, "unsupported": unsupported}
 
 
 @dataclass
@@ -101,6 +103,11 @@ class MemoryEstimate:
     total_parameters: int
     dtypes: dict[str, str | None]
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def unsupported(self) -> str | None:
+        """Why the container would refuse this job on the device (its precision), else None."""
+        return self.dtypes.get("unsupported")
 
     @property
     def tensors(self) -> int:

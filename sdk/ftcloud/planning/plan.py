@@ -50,7 +50,7 @@ class Fit:
 
     @property
     def fits(self) -> bool:
-        return self.memory.total <= self.usable_bytes
+        return self.memory.unsupported is None and self.memory.total <= self.usable_bytes
 
     def hourly(self, spot: bool) -> float:
         per_hour = self.instance.price_per_hour * self.count
@@ -129,7 +129,10 @@ class Plan:
         """Why the job does not fit, with the suggestions (for errors and the CLI)."""
         mem = self.memory
         parts = ", ".join(f"{k} {v / GIB:.1f}" for k, v in (mem.components.items() if mem else ()) if v >= 0.05 * GIB)
-        if self.chosen is not None:
+        if self.chosen is not None and self.chosen.memory.unsupported:
+            c = self.chosen
+            head = f"{c.instance.type} ({c.instance.gpu}) cannot run this job: {c.memory.unsupported}"
+        elif self.chosen is not None:
             c = self.chosen
             head = (f"{self.model.name} with {self.technique} needs about {c.memory.total / GIB:.1f} GiB per GPU "
                     f"({parts} GiB) but {c.instance.type} has {c.instance.gpus}x {c.instance.gpu} with "

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import errno
-import fcntl
 import math
 import os
 import shutil
@@ -40,6 +38,7 @@ from ftcloud.backends.local import (
     _job_process_running,
     read_json,
     spawn_detached,
+    try_lock,
     write_json_atomic,
 )
 from ftcloud.config import ftcloud_home
@@ -170,18 +169,13 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def _lock(directory: Path) -> int:
     """Take the tuning's driver lock without waiting; the descriptor is inherited by the driver."""
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise
+    fd = try_lock(directory / LOCK_FILE)
+    if fd is None:
         raise UsageError(
             f"Tuning '{directory.name}' is already running (its driver holds {directory / LOCK_FILE}).",
             hint=f"Follow it with 'ftcloud tuning {directory.name}', or stop it with "
                  f"'ftcloud tuning stop {directory.name}'.",
-        ) from None
+        )
     return fd
 
 
