@@ -74,7 +74,7 @@ def _print_plan(p: Any) -> None:
                    f"{fit.instance.gpu_memory_gib:g} GiB), estimate:")
         for name, value in fit.memory.components.items():
             click.echo(f"  {name:<16}{_gib(value):>11}")
-        verdict = "fits" if fit.fits else "DOES NOT FIT"
+        verdict = "CANNOT RUN (see below)" if fit.memory.unsupported else ("fits" if fit.fits else "DOES NOT FIT")
         click.echo(f"  {'total':<16}{_gib(fit.memory.total):>11}   {verdict} ({_gib(fit.usable_bytes)} usable)")
     if not p.fits:
         click.echo("\n" + p.problem())

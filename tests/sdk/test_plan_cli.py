@@ -117,3 +117,11 @@ def test_sdk_launch_raises_plan_error_unless_forced(platform_stack, train_file):
     _nothing_created()
     job = ftcloud.launch(dry_run=True, force=True, **kwargs)
     assert job.launch_result.request["ResourceConfig"]["InstanceType"] == "ml.g5.2xlarge"
+
+
+def test_plan_says_a_gpu_cannot_run_the_precision_rather_than_that_it_fits(capsys):
+    code, out, _ = run(capsys, "plan", "--technique", "qlora", "--model", "Qwen/Qwen2.5-0.5B", "--instance-type",
+                       "ml.g4dn.xlarge", "--set", "precision=bf16", "--set", "max_length=512", "--set", "max_steps=10")
+    assert code == 1
+    assert "CANNOT RUN (see below)" in out and "fits (" not in out
+    assert "ml.g4dn.xlarge (T4) cannot run this job: precision=bf16 needs a GPU with native bf16" in out
